@@ -1,0 +1,52 @@
+"""anynet: the neural network of "Deep Learning from Scratch" on any array library.
+
+Every function takes its array namespace from its input, so the same code runs on NumPy, CuPy (CUDA),
+PyTorch tensors and array-api-strict. ``anynet.device("cuda").asarray(x)`` moves data onto a GPU.
+"""
+
+__version__ = "0.1.0"
+
+from .backend import Device, available_devices, device, device_of, namespace, to_numpy
+from .functions import (
+    cross_entropy_error,
+    identity_function,
+    log_softmax,
+    mean_squared_error,
+    relu,
+    relu_grad,
+    sigmoid,
+    sigmoid_grad,
+    softmax,
+    softmax_cross_entropy,
+    step_function,
+    sum_squared_error,
+)
+from .gradient import gradient_descent, numerical_diff, numerical_gradient
+from .networks import forward, init_network
+
+__all__ = [
+    "__version__",
+    "Device",
+    "available_devices",
+    "device",
+    "device_of",
+    "namespace",
+    "to_numpy",
+    "cross_entropy_error",
+    "identity_function",
+    "log_softmax",
+    "mean_squared_error",
+    "relu",
+    "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+    "softmax_cross_entropy",
+    "step_function",
+    "sum_squared_error",
+    "gradient_descent",
+    "numerical_diff",
+    "numerical_gradient",
+    "forward",
+    "init_network",
+]

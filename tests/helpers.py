@@ -1,0 +1,43 @@
+"""What every test shares: the devices under test and one assertion for arrays on a device."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import anynet
+from anynet.backend import available_devices, namespace, to_numpy
+
+# The suite's device matrix, in order: NumPy always; array-api-strict on its default device, on device1 (which
+# refuses any hidden host copy or device mix) and on no_float64; torch on the CPU; CuPy and torch on a GPU.
+DEVICE_MATRIX = ("cpu", "strict", "strict:device1", "strict:no_float64", "torch:cpu", "cuda:0", "torch:cuda:0")
+
+
+def device_names_under_test() -> list[str]:
+    """The matrix entries usable here, or the comma-separated subset in ANYNET_DEVICES (ValueError if unusable)."""
+    chosen = os.environ.get("ANYNET_DEVICES", "").strip()
+    if chosen:
+        return [anynet.device(name).name for name in chosen.split(",") if name.strip()]
+    usable = available_devices()
+    return [name for name in DEVICE_MATRIX if name in usable]
+
+
+def assert_close(actual, expected, *, device, dtype=None, rtol=1e-6, atol=0.0):
+    """Assert that ``actual`` is an array of ``device``'s library, on ``device``, of ``dtype`` (a name such as
+    "float32", or None for the device's default float), with values close to ``expected``."""
+    assert namespace(actual) is device.xp, f"namespace {namespace(actual).__name__}, expected {device.xp.__name__}"
+    assert anynet.device_of(actual) == device, f"on {anynet.device_of(actual)}, expected on {device}"
+    wanted = device.dtype(dtype or "float32")
+    assert actual.dtype == wanted, f"dtype {actual.dtype}, expected {wanted}"
+    np.testing.assert_allclose(to_numpy(actual), np.asarray(expected), rtol=rtol, atol=atol)
+
+
+def float_name(device) -> str:
+    """The widest float the device has: the dtype the seed values are checked in."""
+    return "float64" if device.supports_float64 else "float32"
+
+
+def tolerance(dtype_name: str) -> dict:
+    """rtol/atol for values computed in ``dtype_name`` (float32 keeps about 7 digits)."""
+    return {"rtol": 1e-12, "atol": 1e-14} if dtype_name == "float64" else {"rtol": 2e-6, "atol": 1e-7}

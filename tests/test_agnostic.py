@@ -1,0 +1,23 @@
+"""anynet's array code never names an array library: only backend.py (and backend-specific _kernels/) may."""
+
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "anynet"
+# Modules allowed to name a library: the backend, and host-side I/O that reads files into NumPy.
+ALLOWED = {"backend.py", "datasets.py", "io.py"}
+LIBRARY_NAME = re.compile(r"\b(import\s+(numpy|cupy|torch|array_api_strict)|from\s+(numpy|cupy|torch|array_api_strict)\b|np\.|cupy\.|torch\.)")
+
+
+def test_no_array_library_is_named_outside_the_backend():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.name in ALLOWED or relative.parts[0] == "_kernels":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if LIBRARY_NAME.search(code):
+                offenders.append(f"anynet/{relative}:{number}: {line.strip()}")
+    assert not offenders, "array libraries named outside backend.py:\n" + "\n".join(offenders)
+    assert len(list(PACKAGE.glob("*.py"))) >= 6  # the scan really saw the package

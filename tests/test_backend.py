@@ -1,0 +1,143 @@
+import itertools
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet import backend
+from anynet.backend import to_numpy
+from tests.conftest import DEVICE_NAMES
+from tests.helpers import assert_close
+
+
+def test_device_names_are_canonical_and_compare_equal():
+    assert anynet.device("cpu") is anynet.device(" CPU ")
+    assert anynet.device("cpu") == "cpu" and anynet.device("cpu") != "strict"
+    assert anynet.device("strict") == anynet.device("strict:CPU_DEVICE")
+    assert anynet.device("strict:device1").name == "strict:device1"
+    assert anynet.device("cpu") != anynet.device("strict:device1")
+    assert anynet.device(anynet.device("strict")) is anynet.device("strict")
+    assert repr(anynet.device("strict:no_float64")) == "anynet.device('strict:no_float64')"
+    assert not anynet.device("strict:no_float64").supports_float64 and anynet.device("strict").supports_float64
+
+
+def test_auto_is_cuda_when_cupy_sees_a_gpu_else_cpu():
+    expected = "cuda:0" if "cuda:0" in anynet.available_devices() else "cpu"
+    assert anynet.device("auto").name == expected
+
+
+def test_available_devices_lists_what_this_machine_can_use():
+    names = anynet.available_devices()
+    assert "cpu" in names and {"strict", "strict:device1", "strict:no_float64"} <= set(names)
+    for name in names:
+        assert anynet.device(name).name == name
+
+
+def test_unknown_device_names_the_accepted_forms():
+    with pytest.raises(ValueError) as caught:
+        anynet.device("gpu")
+    message = str(caught.value)
+    assert "unknown device 'gpu'" in message and "'cuda:N'" in message and "Available here: cpu" in message
+    with pytest.raises(ValueError, match="unknown array-api-strict device 'strict:device9'"):
+        anynet.device("strict:device9")
+    with pytest.raises(TypeError, match="a device is given as a string"):
+        anynet.device(0)
+
+
+def test_unavailable_cuda_says_why_and_how_to_install(monkeypatch):
+    real_import = backend._import
+
+    def no_cuda_driver(library):
+        if library == "cupy":
+            raise RuntimeError("CUDA driver library not found")
+        return real_import(library)
+
+    monkeypatch.setattr(backend, "_import", no_cuda_driver)
+    for cache in (backend._probe, backend._cuda_device_count, backend._make_device):
+        cache.cache_clear()
+    try:
+        names = anynet.available_devices()  # a broken CuPy means "not available", never a crash
+        assert not any(name.startswith("cuda") for name in names)
+        assert anynet.device("auto") == "cpu"
+        with pytest.raises(ValueError) as caught:
+            anynet.device("cuda:1")
+        message = str(caught.value)
+        assert "device 'cuda:1' is not available" in message and "CUDA driver library not found" in message
+        assert 'pip install "anynet[cuda12]"' in message and "Available devices: cpu" in message
+    finally:
+        monkeypatch.undo()
+        for cache in (backend._probe, backend._cuda_device_count, backend._make_device):
+            cache.cache_clear()
+
+
+def test_unavailable_torch_cuda_says_why():
+    if "torch:cpu" not in anynet.available_devices():
+        pytest.skip("torch is not installed")
+    count = sum(name.startswith("torch:cuda") for name in anynet.available_devices())
+    with pytest.raises(ValueError, match=rf"device 'torch:cuda:{count}' is not available"):
+        anynet.device(f"torch:cuda:{count}")
+
+
+def test_asarray_makes_float32_from_python_floats_and_keeps_integers(device):
+    assert_close(device.asarray([1.0, 2.5]), [1.0, 2.5], device=device)
+    assert_close(device.asarray(3.0), 3.0, device=device)
+    assert_close(device.asarray([1, 2]), [1, 2], device=device, dtype="int64")
+    assert_close(device.asarray([1, 2], dtype="float32"), [1.0, 2.0], device=device)
+
+
+def test_float64_on_a_device_without_it_is_refused_with_the_fix():
+    no64 = anynet.device("strict:no_float64")
+    with pytest.raises(ValueError, match=r"does not support float64 .* pass dtype='float32'"):
+        no64.asarray(np.zeros(3))
+    assert_close(no64.asarray(np.zeros(3), dtype="float32"), [0.0, 0.0, 0.0], device=no64)
+    with pytest.raises(ValueError, match="unknown dtype 'float16x'"):
+        anynet.device("cpu").asarray([1.0], dtype="float16x")
+
+
+@pytest.mark.parametrize("source, target", list(itertools.product(DEVICE_NAMES, DEVICE_NAMES)))
+def test_asarray_round_trips_between_every_pair_of_devices(source, target):
+    src, dst = anynet.device(source), anynet.device(target)
+    values = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    there = dst.asarray(src.asarray(values))
+    assert_close(there, values, device=dst, rtol=0)
+    back = src.asarray(there)
+    assert_close(back, values, device=src, rtol=0)
+    labels = dst.asarray(src.asarray(np.array([3, 1, 4])))
+    assert_close(labels, [3, 1, 4], device=dst, dtype="int64", rtol=0)
+    if src.supports_float64 and dst.supports_float64:
+        assert_close(dst.asarray(src.asarray(values, dtype="float64")), values, device=dst, dtype="float64", rtol=0)
+
+
+def test_to_numpy_and_device_of(device):
+    x = device.asarray([[1.0, 2.0]])
+    host = to_numpy(x)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32 and host.tolist() == [[1.0, 2.0]]
+    assert anynet.device_of(x) is device
+    with pytest.raises(TypeError, match="expected an array"):
+        anynet.device_of([1.0])
+
+
+def test_namespace_ignores_scalars_and_detects_each_library(device):
+    x = device.asarray([1.0])
+    assert anynet.namespace(x, 2.0, None, 3) is device.xp
+    with pytest.raises(TypeError, match="expected at least one array"):
+        anynet.namespace(1.0, None)
+    with pytest.raises(TypeError, match=r"argument 1 is a builtins.list, not an array.*asarray\(value\)"):
+        anynet.namespace(x, [1.0])
+
+
+@pytest.mark.parametrize("other", ["cpu", "strict", "strict:device1", "torch:cpu"])
+def test_namespace_refuses_mixed_libraries_and_devices(device, other):
+    if other not in DEVICE_NAMES:
+        pytest.skip(f"{other} is not under test")
+    theirs = anynet.device(other)
+    if theirs == device:
+        pytest.skip("same device")
+    mine = device.asarray([1.0])
+    with pytest.raises(TypeError) as caught:
+        anynet.namespace(mine, 0.5, theirs.asarray([2.0]))
+    message = str(caught.value)
+    assert f"argument 0: {backend._LIBRARY_MODULES[device.library]}" in message
+    assert f"on device {device.name!r}" in message and f"argument 2: " in message
+    assert f"on device {theirs.name!r}" in message
+    assert f"anynet.device({device.name!r}).asarray(x)" in message

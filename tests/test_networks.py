@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+import anynet
+from anynet import networks
+from anynet.functions import sigmoid
+from tests.helpers import assert_close
+
+
+def test_chapter3_forward_seed_values(device):
+    network = networks.init_network(device)
+    x = device.asarray([1.0, 0.5])
+    a1 = x @ network["W1"] + network["b1"]
+    assert_close(a1, [0.3, 0.7, 1.1], device=device)
+    assert_close(sigmoid(a1), [0.57444252, 0.66818777, 0.75026011], device=device)
+    assert_close(networks.forward(network, x), [0.31682708, 0.69627909], device=device)
+
+
+def test_chapter3_forward_on_a_batch_in_float64(device):
+    if not device.supports_float64:
+        with pytest.raises(ValueError, match="does not support float64"):
+            networks.init_network(device, dtype="float64")
+        return
+    network = networks.init_network(device, dtype="float64")
+    assert all(w.dtype == device.xp.float64 for w in network.values())
+    y = networks.forward(network, device.asarray([[1.0, 0.5], [1.0, 0.5]], dtype="float64"))
+    assert_close(y, [[0.31682708, 0.69627909]] * 2, device=device, dtype="float64", rtol=1e-7)
+
+
+def test_input_on_another_device_is_a_clear_error(device):
+    """A NumPy input against weights elsewhere (strict's device1 when the weights would be NumPy)."""
+    weights_on = device if device.name != "cpu" else anynet.device("strict:device1")
+    network = networks.init_network(weights_on)
+    with pytest.raises(TypeError) as caught:
+        networks.forward(network, np.array([1.0, 0.5], dtype=np.float32))
+    message = str(caught.value)
+    assert "numpy ndarray on device 'cpu'" in message
+    assert f"on device {weights_on.name!r}" in message
+    assert "anynet.device(" in message and ".asarray(x)" in message
