@@ -22,7 +22,9 @@ from .functions import (
     sum_squared_error,
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
-from .networks import forward, init_network
+from .datasets import load_dataset, load_fashion_mnist, load_mnist
+from .io import load_params, save_params
+from .networks import forward, init_network, predict
 
 __all__ = [
     "__version__",
@@ -47,6 +49,12 @@ __all__ = [
     "gradient_descent",
     "numerical_diff",
     "numerical_gradient",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_mnist",
+    "load_params",
+    "save_params",
     "forward",
     "init_network",
+    "predict",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "available_devices",
     "namespace",
     "to_numpy",
+    "on_device_of",
     "library_versions",
 ]
 
@@ -157,6 +158,18 @@ def device_of(x: Any) -> "Device":
     if library is None:
         raise TypeError(f"expected an array of NumPy, CuPy, PyTorch or array-api-strict, got {type(x).__name__}")
     return device(_device_name_of(x, library))
+
+
+def on_device_of(reference: Any, x: Any) -> Any:
+    """``x`` moved onto ``reference``'s device if it is host data (a NumPy array, list or scalar).
+
+    Arrays of other devices are returned untouched, so that the next :func:`namespace` call names the mismatch
+    instead of copying silently between GPUs or libraries.
+    """
+    library = _library_of(x)
+    if library not in (None, "numpy") or library == "numpy" and _library_of(reference) == "numpy":
+        return x
+    return device_of(reference).asarray(x)
 
 
 def to_numpy(x: Any) -> numpy.ndarray:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
+import threading
+import time
 
 import numpy as np
 
@@ -41,3 +45,41 @@ def float_name(device) -> str:
 def tolerance(dtype_name: str) -> dict:
     """rtol/atol for values computed in ``dtype_name`` (float32 keeps about 7 digits)."""
     return {"rtol": 1e-12, "atol": 1e-14} if dtype_name == "float64" else {"rtol": 2e-6, "atol": 1e-7}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    routes: dict = {}
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        route = self.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "no such file")
+            return
+        body, behaviour = route
+        if behaviour == "slow":
+            time.sleep(1.5)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        # "truncated": promise the whole file, send half, hang up
+        self.wfile.write(body[: len(body) // 2] if behaviour == "truncated" else body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_files(routes: dict):
+    """An HTTP server on 127.0.0.1 serving ``routes``: URL path -> (bytes, "ok" | "truncated" | "slow").
+
+    Yields the base URL. Loopback only; it stops when the block ends.
+    """
+    handler = type("Handler", (_Handler,), {"routes": routes})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "anynet"
 # Modules allowed to name a library: the backend, and host-side I/O that reads files into NumPy.
-ALLOWED = {"backend.py", "datasets.py", "io.py"}
+ALLOWED = {"backend.py", "datasets.py", "idx.py", "io.py"}
 LIBRARY_NAME = re.compile(r"\b(import\s+(numpy|cupy|torch|array_api_strict)|from\s+(numpy|cupy|torch|array_api_strict)\b|np\.|cupy\.|torch\.)")
 
 

@@ -55,3 +55,15 @@ def test_ch3_walkthrough_on_an_unknown_device_is_one_line():
     result = run("scripts/ch3_walkthrough.py", "--device", "tpu")
     assert result.returncode == 1
     assert result.stderr.startswith("error: unknown device 'tpu'") and "Traceback" not in result.stderr
+
+
+def test_ch3_mnist_inference_reports_a_bad_weights_file_in_one_line(tmp_path):
+    weights = tmp_path / "weights.npz"
+    import numpy as np
+
+    np.savez(weights, W1=np.zeros((784, 50), dtype=np.float32))
+    result = run("scripts/ch3_mnist_inference.py", "--weights", str(weights), "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"error: {weights}: no W2, W3, b1, b2, b3; expected the chapter-3 network's W1..b3"
+    result = run("scripts/ch3_mnist_inference.py", "--weights", str(tmp_path / "absent.pkl"), "--device", "cpu")
+    assert result.returncode == 1 and result.stderr.strip() == f"error: no weights file at {tmp_path / 'absent.pkl'}"

@@ -37,3 +37,33 @@ def test_input_on_another_device_is_a_clear_error(device):
     assert "numpy ndarray on device 'cpu'" in message
     assert f"on device {weights_on.name!r}" in message
     assert "anynet.device(" in message and ".asarray(x)" in message
+
+
+def _three_layer_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = {"W1": (6, 4), "b1": (4,), "W2": (4, 3), "b2": (3,), "W3": (3, 5), "b3": (5,)}
+    return {name: rng.normal(0, 1, size=shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def test_predict_is_sigmoid_sigmoid_softmax(device):
+    weights = _three_layer_weights()
+    x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
+
+    def sigmoid_(a):
+        return 1 / (1 + np.exp(-a))
+
+    logits = sigmoid_(sigmoid_(x @ weights["W1"] + weights["b1"]) @ weights["W2"] + weights["b2"]) @ weights["W3"]
+    logits = logits + weights["b3"]
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    network = {name: device.asarray(w) for name, w in weights.items()}
+    assert_close(networks.predict(network, device.asarray(x)), expected, device=device, rtol=1e-5, atol=1e-7)
+    # host input is moved onto the weights' device; one sample gives one row of probabilities
+    assert_close(networks.predict(network, x), expected, device=device, rtol=1e-5, atol=1e-7)
+    assert_close(networks.predict(network, x[0]), expected[0], device=device, rtol=1e-5, atol=1e-7)
+
+
+def test_predict_names_a_feature_count_mismatch(device):
+    network = {name: device.asarray(w) for name, w in _three_layer_weights().items()}
+    with pytest.raises(ValueError, match=r"input has 5 features per sample, the network's W1 expects 6 .*\(N, 6\)"):
+        networks.predict(network, device.asarray(np.zeros((2, 5), dtype=np.float32)))

@@ -1,0 +1,136 @@
+"""Saving and loading weights: .npz archives, and the book's pickles read safely.
+
+``save_params`` writes host copies of arrays from any device into an .npz, atomically. ``load_params`` reads an
+.npz (never unpickling) or a pickle of the book's kind (a dict of NumPy arrays, any protocol, NumPy 1.x or 2.x)
+through an unpickler that can only rebuild arrays: a pickled object or function is refused before it can run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy
+
+from ._atomic import atomic_write
+from .backend import Device, device as make_device, to_numpy
+
+__all__ = ["save_params", "load_params", "UnsafePickleError"]
+
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A pickle referenced something other than NumPy arrays and plain containers."""
+
+
+def save_params(path: "str | os.PathLike", params: Mapping[str, Any]) -> Path:
+    """Save a dict of arrays (from any device) to ``path`` as an uncompressed .npz of host copies.
+
+    The write is atomic: the file is complete or, if anything fails, the previous file is left as it was.
+    """
+    if not isinstance(params, Mapping) or not params:
+        raise TypeError(f"save_params takes a non-empty dict of name -> array, got {type(params).__name__}")
+    host = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"parameter names must be non-empty strings, got {name!r}")
+        try:
+            host[name] = to_numpy(value)
+        except Exception as error:
+            raise TypeError(f"parameter {name!r} is not an array ({type(value).__name__}): {error}") from None
+        if host[name].dtype == object:
+            raise TypeError(f"parameter {name!r} is not a numeric array ({type(value).__name__})")
+    path = Path(path)
+    with atomic_write(path) as sink:
+        numpy.savez(sink, **host)
+    return path
+
+
+def load_params(path: "str | os.PathLike", device: "str | Device" = "cpu", dtype: Any = None) -> dict[str, Any]:
+    """The dict of arrays saved in ``path``, on ``device`` (cast to ``dtype`` if given).
+
+    ``path`` is an .npz (read with allow_pickle=False) or a pickle holding a dict of NumPy arrays, such as the
+    book's ``sample_weight.pkl`` (protocol 3, written by NumPy 1.x). Pickles that reference anything beyond
+    arrays and plain containers raise UnsafePickleError without running it.
+    """
+    where = make_device(device)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    raw = path.read_bytes()
+    if raw[:4] == b"PK\x03\x04":
+        host = _read_npz(path, raw)
+    else:
+        host = _read_pickle(path, raw)
+    return {name: where.asarray(value, dtype=dtype) for name, value in host.items()}
+
+
+def _read_npz(path: Path, raw: bytes) -> dict[str, numpy.ndarray]:
+    try:
+        with numpy.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as error:  # object arrays need pickle, which .npz loading never allows
+        raise ValueError(f"{path}: holds object arrays, which anynet does not unpickle ({error})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise ValueError(f"{path}: damaged .npz archive ({error})") from None
+
+
+def _safe_globals() -> dict[tuple[str, str], Any]:
+    """What a pickle of NumPy arrays may reference, under NumPy 1.x and 2.x module names alike."""
+    reconstruct = numpy.ndarray((0,)).__reduce__()[0]
+    scalar = numpy.float32(0).__reduce__()[0]
+    frombuffer = numpy.arange(1).__reduce_ex__(5)[0]
+    allowed = {
+        ("numpy", "ndarray"): numpy.ndarray,
+        ("numpy", "dtype"): numpy.dtype,
+        ("collections", "OrderedDict"): OrderedDict,
+        ("_codecs", "encode"): __import__("codecs").encode,  # protocols 0-2 spell bytes this way
+    }
+    for core in ("numpy.core", "numpy._core"):  # NumPy 2 renamed numpy.core to numpy._core
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, source: Path):
+        super().__init__(io.BytesIO(data))
+        self._source = source
+        self._allowed = _safe_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self._source}: refusing to unpickle {module}.{name}: a weights file holds only arrays, and "
+                "loading anything else would run code from the file. If you trust it, re-save it as .npz with "
+                "the code that wrote it, e.g. anynet.io.save_params('weights.npz', network.params)."
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"{self._source}: refusing a pickle with persistent references ({pid!r})")
+
+
+def _read_pickle(path: Path, raw: bytes) -> dict[str, numpy.ndarray]:
+    try:
+        loaded = _ArraysOnlyUnpickler(raw, path).load()
+    except UnsafePickleError:
+        raise
+    except Exception as error:
+        raise ValueError(
+            f"{path}: neither an .npz archive nor a readable pickle ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: the pickle holds a {type(loaded).__name__}, expected a dict of name -> array")
+    for name, value in loaded.items():
+        if not isinstance(name, str) or not isinstance(value, numpy.ndarray) or value.dtype == object:
+            raise ValueError(
+                f"{path}: entry {name!r} is a {type(value).__name__}, expected a numeric NumPy array under a name"
+            )
+    return dict(loaded)

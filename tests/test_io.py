@@ -1,0 +1,165 @@
+import collections
+import os
+import pickle
+import pickletools
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet.io import UnsafePickleError, load_params, save_params
+from tests.helpers import assert_close
+
+BOOK_SHAPES = {"W1": (784, 50), "b1": (50,), "W2": (50, 100), "b2": (100,), "W3": (100, 10), "b3": (10,)}
+
+
+def book_weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.normal(0, 0.1, size=shape).astype(np.float32) for name, shape in BOOK_SHAPES.items()}
+
+
+def numpy1_pickle(obj, protocol=3):
+    """A pickle as NumPy 1.x writes it: arrays rebuilt by numpy.core.multiarray._reconstruct."""
+    data = pickle.dumps(obj, protocol=protocol)
+    # protocol 3 names globals as newline-terminated text, so the module can be renamed in place
+    return data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def test_the_books_sample_weight_pickle_loads(tmp_path, device):
+    weights = book_weights()
+    path = tmp_path / "sample_weight.pkl"
+    path.write_bytes(numpy1_pickle(weights))
+    globals_named = {arg for op, arg, _ in pickletools.genops(path.read_bytes()) if op.name == "GLOBAL"}
+    assert "numpy.core.multiarray _reconstruct" in globals_named and path.read_bytes()[:2] == b"\x80\x03"
+    loaded = load_params(path, device=device)
+    assert list(loaded) == list(BOOK_SHAPES)
+    for name, value in weights.items():
+        assert_close(loaded[name], value, device=device, rtol=0)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol_of_arrays_loads(tmp_path, protocol):
+    weights = {"W": np.arange(6, dtype=np.float64).reshape(2, 3), "b": np.array([1, 2], dtype=np.int32)}
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps(collections.OrderedDict(weights), protocol=protocol))
+    loaded = load_params(path)
+    assert loaded["W"].dtype == np.float64 and np.array_equal(loaded["W"], weights["W"])
+    assert loaded["b"].dtype == np.int32 and np.array_equal(loaded["b"], weights["b"])
+
+
+def test_save_load_round_trip_on_every_device(tmp_path, device):
+    params = {"W1": device.asarray(np.arange(12).reshape(3, 4) / 10, dtype="float32"),
+              "labels": device.asarray([3, 1, 2])}
+    path = save_params(tmp_path / "model.npz", params)
+    with np.load(path, allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["W1", "labels"] and archive["W1"].dtype == np.float32
+    loaded = load_params(path, device=device)
+    assert_close(loaded["W1"], np.arange(12).reshape(3, 4) / 10, device=device, rtol=1e-7)
+    assert_close(loaded["labels"], [3, 1, 2], device=device, dtype="int64", rtol=0)
+
+
+def test_load_params_casts_on_request(tmp_path):
+    path = save_params(tmp_path / "w.npz", {"W": np.ones((2, 2), dtype=np.float64)})
+    no64 = anynet.device("strict:no_float64")
+    with pytest.raises(ValueError, match="does not support float64"):
+        load_params(path, device=no64)
+    assert_close(load_params(path, device=no64, dtype="float32")["W"], np.ones((2, 2)), device=no64)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class TwoLayerNet:
+    def __init__(self):
+        self.params = {"W1": np.zeros((2, 2))}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, protocol):
+    marker = tmp_path / "ran"
+    Exploit.marker = marker
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"W1": np.zeros(2), "x": Exploit()}, protocol=protocol))
+    with pytest.raises(UnsafePickleError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert f"refusing to unpickle {os.system.__module__}.system" in message and str(path) in message
+    assert "re-save it as .npz" in message
+    assert not marker.exists()
+
+
+def test_eval_and_pickled_objects_are_refused(tmp_path):
+    evil = tmp_path / "eval.pkl"
+    evil.write_bytes(b"cbuiltins\neval\n(V__import__('os').getcwd()\ntR.")
+    with pytest.raises(UnsafePickleError, match="refusing to unpickle builtins.eval"):
+        load_params(evil)
+    network = tmp_path / "network.pkl"
+    network.write_bytes(pickle.dumps(TwoLayerNet(), protocol=3))
+    with pytest.raises(UnsafePickleError, match=r"refusing to unpickle tests\.test_io\.TwoLayerNet"):
+        load_params(network)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (pickle.dumps([np.zeros(2)], protocol=3), r"the pickle holds a list, expected a dict of name -> array"),
+        (pickle.dumps({"W": [1.0, 2.0]}, protocol=3), r"entry 'W' is a list, expected a numeric NumPy array"),
+        (b"not weights at all", r"neither an .npz archive nor a readable pickle"),
+        (b"PK\x03\x04broken", r"damaged .npz archive"),
+    ],
+)
+def test_files_that_are_not_weights_are_named(tmp_path, content, message):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_params(path)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_npz_object_arrays_are_never_unpickled(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, W=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="holds object arrays"):
+        load_params(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no weights file at {tmp_path / 'none.npz'}"):
+        load_params(tmp_path / "none.npz")
+
+
+def test_a_crash_mid_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    path = save_params(tmp_path / "model.npz", {"W": np.ones(3, dtype=np.float32)})
+    before = path.read_bytes()
+
+    def crash(sink, **arrays):
+        sink.write(b"PK\x03\x04 half an archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_params(path, {"W": np.zeros(3, dtype=np.float32)})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.npz"]
+
+
+@pytest.mark.parametrize(
+    "params, error, message",
+    [
+        ({}, TypeError, "non-empty dict of name -> array"),
+        ([np.zeros(2)], TypeError, "non-empty dict of name -> array, got list"),
+        ({1: np.zeros(2)}, TypeError, "parameter names must be non-empty strings, got 1"),
+        ({"W": object()}, TypeError, "parameter 'W' is not a numeric array"),
+    ],
+)
+def test_bad_params_are_refused_before_anything_is_written(tmp_path, params, error, message):
+    with pytest.raises(error, match=message):
+        save_params(tmp_path / "model.npz", params)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_into_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="the folder .*nowhere does not exist"):
+        save_params(tmp_path / "nowhere" / "model.npz", {"W": np.zeros(2)})
