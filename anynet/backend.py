@@ -27,6 +27,8 @@ __all__ = [
     "namespace",
     "to_numpy",
     "on_device_of",
+    "native_device",
+    "host_generator",
     "library_versions",
 ]
 
@@ -161,15 +163,31 @@ def device_of(x: Any) -> "Device":
 
 
 def on_device_of(reference: Any, x: Any) -> Any:
-    """``x`` moved onto ``reference``'s device if it is host data (a NumPy array, list or scalar).
+    """``x`` moved onto ``reference``'s device if it is host data (a NumPy array, list or scalar); floating host
+    data also takes ``reference``'s floating dtype.
 
     Arrays of other devices are returned untouched, so that the next :func:`namespace` call names the mismatch
     instead of copying silently between GPUs or libraries.
     """
     library = _library_of(x)
-    if library not in (None, "numpy") or library == "numpy" and _library_of(reference) == "numpy":
+    if library not in (None, "numpy"):
         return x
-    return device_of(reference).asarray(x)
+    host = numpy.asarray(x)
+    floating = host.dtype.kind == "f"
+    if _library_of(reference) == "numpy":
+        return host.astype(reference.dtype, copy=False) if floating else host
+    return device_of(reference).asarray(host, dtype=reference.dtype if floating else None)
+
+
+def native_device(x: Any) -> Any:
+    """The library's own device object of array ``x``, as its creation functions take in ``device=``."""
+    return array_api_compat.device(x)
+
+
+def host_generator(seed: "int | None" = None) -> numpy.random.Generator:
+    """A seeded host random generator: weights and batch orders are drawn on the host, then moved, so that one
+    seed gives the same numbers on every device."""
+    return numpy.random.default_rng(seed)
 
 
 def to_numpy(x: Any) -> numpy.ndarray:
@@ -277,6 +295,22 @@ class Device:
             moved = self.xp.astype(moved, dtype)
         self._check_float64(moved.dtype)
         return moved
+
+    def free_memory(self) -> "int | None":
+        """Free bytes on this device if it is a GPU, None for host devices (whose data is in host memory already)."""
+        if self.library == "cupy":
+            with self.native:
+                return int(_import("cupy").cuda.runtime.memGetInfo()[0])
+        if self.name.startswith("torch:cuda"):
+            return int(_torch().cuda.mem_get_info(self.native)[0])
+        return None
+
+    def synchronize(self) -> None:
+        """Wait until queued work on this device is done (a no-op on host devices); for timing only."""
+        if self.library == "cupy":
+            self.native.synchronize()
+        elif self.name.startswith("torch:cuda"):
+            _torch().cuda.synchronize(self.native)
 
     def _check_float64(self, dtype: Any) -> None:
         if not self.supports_float64 and _dtype_name(dtype) in ("float64", "complex128"):

@@ -51,6 +51,7 @@ class DatasetInfo:
     mirrors: tuple
     mirror_variable: str
     files: dict  # (split, "images" | "labels") -> DataFile
+    class_names: tuple = tuple(str(digit) for digit in range(10))
 
     def split_files(self, split: str) -> dict:
         return {kind: self.files[(split, kind)] for kind in ("images", "labels")}
@@ -90,6 +91,7 @@ DATASETS = {
             ("test", "images"): "bef4ecab320f06d8554ea6380940ec79",
             ("test", "labels"): "bb300cfdad3c16e7a12a480ee83cd310",
         }),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
 }
 

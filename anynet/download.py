@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Sequence
 
 from ._atomic import atomic_write
+from ._progress import progress_bar
 
 __all__ = ["DownloadError", "download", "md5_of"]
 
@@ -83,7 +83,8 @@ def _fetch_checked(url: str, md5: str, target: Path, timeout: float, progress: "
         size = int(size) if size and size.isdigit() else None
         digest = hashlib.md5()
         received = 0
-        with _progress_bar(progress, size, target.name) as bar:
+        with progress_bar(progress, total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=target.name,
+                          leave=False) as bar:
             for chunk in iter(lambda: response.read(_CHUNK), b""):
                 sink.write(chunk)
                 digest.update(chunk)
@@ -94,26 +95,3 @@ def _fetch_checked(url: str, md5: str, target: Path, timeout: float, progress: "
             raise OSError(f"the connection closed after {received} of {size} bytes")
         if digest.hexdigest() != md5:
             raise ValueError(f"checksum mismatch: md5 {digest.hexdigest()}, expected {md5}")
-
-
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n):
-        pass
-
-
-def _progress_bar(progress: "bool | None", total: "int | None", label: str):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return _NoBar()
-        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, leave=False)
-    return _NoBar()

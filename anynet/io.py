@@ -8,6 +8,7 @@ through an unpickler that can only rebuild arrays: a pickled object or function 
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -20,34 +21,55 @@ import numpy
 from ._atomic import atomic_write
 from .backend import Device, device as make_device, to_numpy
 
-__all__ = ["save_params", "load_params", "UnsafePickleError"]
+__all__ = ["save_params", "load_params", "read_metadata", "UnsafePickleError"]
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle referenced something other than NumPy arrays and plain containers."""
 
 
-def save_params(path: "str | os.PathLike", params: Mapping[str, Any]) -> Path:
+# The .npz entry holding a file's JSON metadata (architecture, training state); never a parameter.
+METADATA_KEY = "__anynet__"
+
+
+def save_params(path: "str | os.PathLike", params: Mapping[str, Any], metadata: "dict | None" = None) -> Path:
     """Save a dict of arrays (from any device) to ``path`` as an uncompressed .npz of host copies.
 
+    ``metadata``, a JSON-serialisable dict, is stored beside them (read it back with :func:`read_metadata`).
     The write is atomic: the file is complete or, if anything fails, the previous file is left as it was.
     """
     if not isinstance(params, Mapping) or not params:
         raise TypeError(f"save_params takes a non-empty dict of name -> array, got {type(params).__name__}")
     host = {}
     for name, value in params.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"parameter names must be non-empty strings, got {name!r}")
+        if not isinstance(name, str) or not name or name == METADATA_KEY:
+            raise TypeError(f"parameter names must be non-empty strings other than {METADATA_KEY!r}, got {name!r}")
         try:
             host[name] = to_numpy(value)
         except Exception as error:
             raise TypeError(f"parameter {name!r} is not an array ({type(value).__name__}): {error}") from None
         if host[name].dtype == object:
             raise TypeError(f"parameter {name!r} is not a numeric array ({type(value).__name__})")
+    if metadata is not None:
+        host[METADATA_KEY] = numpy.asarray(json.dumps(metadata))  # a unicode scalar: no pickle needed to read it
     path = Path(path)
     with atomic_write(path) as sink:
         numpy.savez(sink, **host)
     return path
+
+
+def read_metadata(path: "str | os.PathLike") -> dict:
+    """The metadata dict saved with ``save_params(..., metadata=...)`` in .npz ``path`` ({} if there is none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file at {path}")
+    raw = path.read_bytes()
+    if raw[:4] != b"PK\x03\x04":
+        return {}
+    with numpy.load(io.BytesIO(raw), allow_pickle=False) as archive:
+        if METADATA_KEY not in archive.files:
+            return {}
+        return json.loads(str(archive[METADATA_KEY]))
 
 
 def load_params(path: "str | os.PathLike", device: "str | Device" = "cpu", dtype: Any = None) -> dict[str, Any]:
@@ -72,7 +94,7 @@ def load_params(path: "str | os.PathLike", device: "str | Device" = "cpu", dtype
 def _read_npz(path: Path, raw: bytes) -> dict[str, numpy.ndarray]:
     try:
         with numpy.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            return {name: archive[name] for name in archive.files if name != METADATA_KEY}
     except ValueError as error:  # object arrays need pickle, which .npz loading never allows
         raise ValueError(f"{path}: holds object arrays, which anynet does not unpickle ({error})") from None
     except (zipfile.BadZipFile, EOFError, OSError) as error:

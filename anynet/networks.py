@@ -1,13 +1,17 @@
-"""Networks: the book's chapter-3 three-layer network with fixed weights."""
+"""Networks: the book's chapter-3 network with fixed weights, and the trainable TwoLayerNet / MultiLayerNet."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections import OrderedDict
+from typing import Any, Sequence
 
-from .backend import Device, device as make_device, namespace, on_device_of
+from .backend import Device, device as make_device, device_of, host_generator, namespace, on_device_of, to_numpy
 from .functions import identity_function, sigmoid, softmax
+from .gradient import numerical_gradient as _numerical_gradient
+from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
-__all__ = ["init_network", "forward", "predict"]
+__all__ = ["init_network", "forward", "predict", "TwoLayerNet", "MultiLayerNet"]
 
 # The book's hand-picked weights for the 2-3-2-2 network of chapter 3.
 _CH3_WEIGHTS = {
@@ -54,3 +58,195 @@ def predict(network: dict[str, Any], x: Any) -> Any:
     z1 = sigmoid(x @ W1 + b1)
     z2 = sigmoid(z1 @ W2 + b2)
     return softmax(z2 @ W3 + b3)
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "relu": Relu}
+
+
+class _AffineStack:
+    """Affine - activation - ... - Affine - SoftmaxWithLoss, with parameters W1, b1, W2, b2, ... in ``params``."""
+
+    def __init__(self, sizes: Sequence[int], scales: Sequence[float], activation: str, weight_decay_lambda: float,
+                 device: "str | Device", dtype: Any, seed: "int | None"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        _check_sizes(sizes)
+        where = make_device(device)
+        rng = host_generator(seed)
+        self.sizes = list(sizes)
+        self.activation = activation
+        self.weight_decay_lambda = float(weight_decay_lambda)
+        self.params: dict[str, Any] = {}
+        for index, (fan_in, fan_out) in enumerate(zip(self.sizes, self.sizes[1:]), 1):
+            # drawn on the host in float64, rounded to dtype there: the same weights on every device
+            self.params[f"W{index}"] = where.asarray(scales[index - 1] * rng.standard_normal((fan_in, fan_out)),
+                                                     dtype=dtype)
+            self.params[f"b{index}"] = where.xp.zeros((fan_out,), dtype=where.dtype(dtype), device=where.native)
+        self.last_loss = None
+        self._build_layers()
+
+    @property
+    def input_size(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def output_size(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def depth(self) -> int:
+        """The number of Affine layers."""
+        return len(self.sizes) - 1
+
+    @property
+    def device(self) -> Device:
+        return device_of(self.params["W1"])
+
+    def _build_layers(self) -> None:
+        self.layers = OrderedDict()
+        for index in range(1, self.depth + 1):
+            self.layers[f"Affine{index}"] = Affine(self.params[f"W{index}"], self.params[f"b{index}"])
+            if index < self.depth:
+                self.layers[f"{self.activation.capitalize()}{index}"] = ACTIVATIONS[self.activation]()
+        self.last_layer = SoftmaxWithLoss()
+
+    @property
+    def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's chapter-5 name
+        return self.last_layer
+
+    def to(self, device: "str | Device", dtype: Any = None) -> "_AffineStack":
+        """Move every parameter onto ``device`` (optionally casting to ``dtype``); returns the network."""
+        where = make_device(device)
+        self.params = {name: where.asarray(value, dtype=dtype) for name, value in self.params.items()}
+        self._build_layers()
+        return self
+
+    def load_params(self, params: dict[str, Any]) -> "_AffineStack":
+        """Replace the parameters by ``params`` (same names and shapes), moved onto this network's device."""
+        where = self.device
+        expected = {name: tuple(value.shape) for name, value in self.params.items()}
+        given = {name: tuple(value.shape) for name, value in params.items()}
+        if given != expected:
+            raise ValueError(f"parameters do not fit this network: expected {expected}, got {given}")
+        self.params = {name: where.asarray(params[name], dtype=self.params[name].dtype) for name in expected}
+        self._build_layers()
+        return self
+
+    def predict(self, x: Any) -> Any:
+        """Scores (logits) for ``x``; host input is moved onto the network's device."""
+        x = on_device_of(self.params["W1"], x)
+        self._check_features(x)
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def _check_features(self, x: Any) -> None:
+        features = math.prod(x.shape[1:]) if x.ndim > 1 else x.shape[0]
+        if features != self.input_size:
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} has {features} features per sample, the network takes "
+                f"{self.input_size}; pass a batch of shape (N, {self.input_size})"
+            )
+
+    def loss(self, x: Any, t: Any) -> Any:
+        """Cross-entropy of softmax(predict(x)) against ``t`` (labels or one-hot), plus the L2 weight decay."""
+        t = on_device_of(self.params["W1"], t)
+        loss = self.last_layer.forward(self.predict(x), t)
+        if self.weight_decay_lambda:
+            xp = namespace(loss)
+            decay = sum(xp.sum(self.params[f"W{i}"] ** 2) for i in range(1, self.depth + 1))
+            loss = loss + 0.5 * self.weight_decay_lambda * decay
+        return loss
+
+    def accuracy(self, x: Any, t: Any, batch_size: int = 10000) -> float:
+        """The fraction of samples whose highest score is the label (``t``: labels or one-hot), as a float."""
+        x = on_device_of(self.params["W1"], x)
+        t = on_device_of(self.params["W1"], t)
+        xp = namespace(x, t)
+        labels = xp.argmax(t, axis=1) if t.ndim != 1 else t
+        correct = []
+        n = x.shape[0]
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)  # the array API leaves out-of-range slice ends unspecified
+            guess = xp.argmax(self.predict(x[start:stop, ...]), axis=1)
+            correct.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
+        return int(to_numpy(sum(correct[1:], correct[0]))) / x.shape[0]
+
+    def gradient(self, x: Any, t: Any) -> dict[str, Any]:
+        """Gradients of the loss by backpropagation, as a dict like ``params``. The loss is kept in ``last_loss``
+        (on the device: reading it is left to the caller)."""
+        self.last_loss = self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        grads = {}
+        for index in range(1, self.depth + 1):
+            affine = self.layers[f"Affine{index}"]
+            grads[f"W{index}"] = affine.dW + self.weight_decay_lambda * affine.W if self.weight_decay_lambda \
+                else affine.dW
+            grads[f"b{index}"] = affine.db
+        return grads
+
+    def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
+        """Gradients of the loss by central differences (slow: two forward passes per parameter)."""
+        x = on_device_of(self.params["W1"], x)
+        t = on_device_of(self.params["W1"], t)
+
+        def loss_of(_):
+            return self.loss(x, t)
+
+        return {name: _numerical_gradient(loss_of, value) for name, value in self.params.items()}
+
+    def architecture(self) -> dict:
+        """What it takes to rebuild this network (saved beside the weights by ``anynet train --save``)."""
+        return {"sizes": self.sizes, "activation": self.activation}
+
+
+class TwoLayerNet(_AffineStack):
+    """The book's TwoLayerNet (chapters 4-5): Affine - activation - Affine - SoftmaxWithLoss.
+
+    Weights are ``weight_init_std`` times standard normal draws from a host generator seeded by ``seed`` (the
+    same weights on every device); biases are zero.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float = 0.01, *,
+                 activation: str = "sigmoid", device: "str | Device" = "cpu", dtype: Any = "float32",
+                 seed: "int | None" = None):
+        super().__init__([input_size, hidden_size, output_size], [weight_init_std] * 2, activation, 0.0, device,
+                         dtype, seed)
+
+
+def _check_sizes(sizes: Sequence[int]) -> None:
+    if any(not isinstance(n, int) or n < 1 for n in sizes):
+        raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
+
+
+def _init_scale(weight_init_std: "float | str", fan_in: int) -> float:
+    name = str(weight_init_std).lower()
+    if name in ("relu", "he"):
+        return math.sqrt(2.0 / fan_in)
+    if name in ("sigmoid", "xavier"):
+        return math.sqrt(1.0 / fan_in)
+    try:
+        return float(weight_init_std)
+    except ValueError:
+        raise ValueError(
+            f"unknown weight_init_std {weight_init_std!r}: a number, 'relu'/'he' or 'sigmoid'/'xavier'"
+        ) from None
+
+
+class MultiLayerNet(_AffineStack):
+    """The book's chapter-6 MultiLayerNet: fully connected layers of ``hidden_size_list`` with ``activation``.
+
+    weight_init_std: "relu"/"he" (sqrt(2 / fan_in)), "sigmoid"/"xavier" (sqrt(1 / fan_in)) or a number.
+    weight_decay_lambda: L2 weight decay, 0.5 * lambda * sum(W**2) added to the loss.
+    """
+
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int, activation: str = "relu",
+                 weight_init_std: "float | str" = "relu", weight_decay_lambda: float = 0, *,
+                 device: "str | Device" = "cpu", dtype: Any = "float32", seed: "int | None" = None):
+        sizes = [input_size, *hidden_size_list, output_size]
+        _check_sizes(sizes)
+        scales = [_init_scale(weight_init_std, fan_in) for fan_in in sizes[:-1]]
+        super().__init__(sizes, scales, activation, weight_decay_lambda, device, dtype, seed)
+        self.hidden_size_list = list(hidden_size_list)

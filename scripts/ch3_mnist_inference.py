@@ -18,16 +18,6 @@ from anynet.io import load_params
 from anynet.networks import predict
 
 
-def synchronize(where: anynet.Device) -> None:
-    """Wait for queued GPU work so that the clock measures it (nothing to wait for on a CPU)."""
-    if where.library == "cupy":
-        where.native.synchronize()
-    elif where.name.startswith("torch:cuda"):
-        import torch
-
-        torch.cuda.synchronize(where.native)
-
-
 def run(weights: str, device: str, batch_size: int, limit: "int | None", root: "str | None") -> dict:
     where = anynet.device(device)
     network = load_params(weights, device=where, dtype="float32")
@@ -41,18 +31,19 @@ def run(weights: str, device: str, batch_size: int, limit: "int | None", root: "
     xp = where.xp
     n = x.shape[0]
 
-    synchronize(where)
+    where.synchronize()
     start = time.perf_counter()
     # one image at a time, as the book does; predictions stay on the device until the end
     per_sample = xp.stack([xp.argmax(predict(network, x[i, ...])) for i in range(n)])
     correct_one = int(anynet.to_numpy(xp.sum(xp.astype(per_sample == t, xp.int64))))
-    synchronize(where)
+    where.synchronize()
     one_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    batched = xp.concat([xp.argmax(predict(network, x[i:i + batch_size, ...]), axis=1) for i in range(0, n, batch_size)])
+    batched = xp.concat([xp.argmax(predict(network, x[i:min(i + batch_size, n), ...]), axis=1)
+                         for i in range(0, n, batch_size)])
     correct_batch = int(anynet.to_numpy(xp.sum(xp.astype(batched == t, xp.int64))))
-    synchronize(where)
+    where.synchronize()
     batch_seconds = time.perf_counter() - start
     return {"device": where.name, "n": n, "one_accuracy": correct_one / n, "one_seconds": one_seconds,
             "batch_accuracy": correct_batch / n, "batch_seconds": batch_seconds, "batch_size": batch_size}

@@ -225,10 +225,10 @@ def test_mirror_variable_and_timeout(tiny, tmp_path, monkeypatch):
 def test_an_interrupted_download_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
     from anynet import download
 
-    real_bar = download._progress_bar
+    real_bar = download.progress_bar
 
     class Interrupting:
-        def __init__(self, *args):
+        def __init__(self, *args, **options):
             self.seen = 0
 
         def __enter__(self):
@@ -240,7 +240,7 @@ def test_an_interrupted_download_leaves_no_partial_file(tiny, tmp_path, monkeypa
         def update(self, n):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "_progress_bar", Interrupting)
+    monkeypatch.setattr(download, "progress_bar", Interrupting)
     with serve_files(_routes(tiny, "good")) as base:
         with pytest.raises(KeyboardInterrupt):
             load_dataset("tiny", split="test", mirrors=[f"{base}/good/"])

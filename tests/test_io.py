@@ -150,7 +150,8 @@ def test_a_crash_mid_write_leaves_the_previous_file_intact(tmp_path, monkeypatch
     [
         ({}, TypeError, "non-empty dict of name -> array"),
         ([np.zeros(2)], TypeError, "non-empty dict of name -> array, got list"),
-        ({1: np.zeros(2)}, TypeError, "parameter names must be non-empty strings, got 1"),
+        ({1: np.zeros(2)}, TypeError, "parameter names must be non-empty strings other than .*, got 1"),
+        ({"__anynet__": np.zeros(2)}, TypeError, "other than .__anynet__., got .__anynet__."),
         ({"W": object()}, TypeError, "parameter 'W' is not a numeric array"),
     ],
 )
@@ -163,3 +164,14 @@ def test_bad_params_are_refused_before_anything_is_written(tmp_path, params, err
 def test_saving_into_a_missing_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="the folder .*nowhere does not exist"):
         save_params(tmp_path / "nowhere" / "model.npz", {"W": np.zeros(2)})
+
+
+def test_metadata_travels_beside_the_weights_and_is_not_a_parameter(tmp_path, device):
+    meta = {"sizes": [784, 100, 10], "activation": "relu", "big": 2**80}
+    path = save_params(tmp_path / "model.npz", {"W1": device.asarray([[1.0]])}, metadata=meta)
+    from anynet.io import read_metadata
+
+    assert read_metadata(path) == meta
+    assert list(load_params(path, device=device)) == ["W1"]
+    plain = save_params(tmp_path / "plain.npz", {"W1": np.zeros(1)})
+    assert read_metadata(plain) == {}

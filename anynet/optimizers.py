@@ -1,0 +1,187 @@
+"""The book's optimizers (chapter 6) with its ``update(params, grads)`` interface, on any device.
+
+Parameters are updated in place, on their own device. Per-parameter state (velocities, squared-gradient sums,
+moments) is created there on the first update and moves with ``optimizer.to(device)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .backend import Device, device as make_device, namespace
+
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer"]
+
+# The book's guard against dividing by a zero root.
+EPSILON = 1e-7
+
+
+class Optimizer:
+    """Base class: ``state`` maps a slot name ("v", "h", "m") to a dict of per-parameter arrays."""
+
+    slots: tuple = ()
+
+    def __init__(self, lr: float):
+        if not lr > 0:
+            raise ValueError(f"the learning rate must be positive, got lr={lr}")
+        self.lr = float(lr)
+        self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slots}
+        self.iter = 0
+
+    def _slot(self, slot: str, params: dict[str, Any]) -> dict[str, Any]:
+        store = self.state[slot]
+        if not store:
+            for name, value in params.items():
+                store[name] = namespace(value).zeros_like(value)
+        return store
+
+    def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def to(self, device: "str | Device") -> "Optimizer":
+        """Move the optimizer's state onto ``device``; returns the optimizer."""
+        where = make_device(device)
+        self.state = {slot: {k: where.asarray(v) for k, v in store.items()} for slot, store in self.state.items()}
+        return self
+
+    def hyperparameters(self) -> dict[str, float]:
+        return {"lr": self.lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Arrays and counters to checkpoint: "slot/param" -> array, plus "iter"."""
+        arrays = {f"{slot}/{name}": value for slot, store in self.state.items() for name, value in store.items()}
+        return {"iter": self.iter, "arrays": arrays}
+
+    def load_state_dict(self, state: dict[str, Any], device: "str | Device") -> None:
+        where = make_device(device)
+        self.iter = int(state["iter"])
+        self.state = {slot: {} for slot in self.slots}
+        for key, value in state["arrays"].items():
+            slot, name = key.split("/", 1)
+            if slot not in self.state:
+                raise ValueError(f"optimizer state {key!r} does not belong to {type(self).__name__}")
+            # a copy: the state is updated in place and must not alias the caller's arrays
+            self.state[slot][name] = where.xp.asarray(where.asarray(value), copy=True)
+
+
+class SGD(Optimizer):
+    """p -= lr * g"""
+
+    def __init__(self, lr: float = 0.01):
+        super().__init__(lr)
+
+    def update(self, params, grads):
+        for name in params:
+            params[name] -= self.lr * grads[name]
+
+
+class Momentum(Optimizer):
+    """v = momentum * v - lr * g; p += v"""
+
+    slots = ("v",)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+        super().__init__(lr)
+        self.momentum = float(momentum)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def update(self, params, grads):
+        v = self._slot("v", params)
+        for name in params:
+            v[name] *= self.momentum
+            v[name] -= self.lr * grads[name]
+            params[name] += v[name]
+
+
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient, in the book's form."""
+
+    def update(self, params, grads):
+        v = self._slot("v", params)
+        for name in params:
+            v[name] *= self.momentum
+            v[name] -= self.lr * grads[name]
+            params[name] += self.momentum * self.momentum * v[name]
+            params[name] -= (1 + self.momentum) * self.lr * grads[name]
+
+
+class AdaGrad(Optimizer):
+    """h += g * g; p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    slots = ("h",)
+
+    def __init__(self, lr: float = 0.01):
+        super().__init__(lr)
+
+    def update(self, params, grads):
+        h = self._slot("h", params)
+        for name in params:
+            xp = namespace(params[name])
+            h[name] += grads[name] * grads[name]
+            params[name] -= self.lr * grads[name] / (xp.sqrt(h[name]) + EPSILON)
+
+
+class RMSprop(Optimizer):
+    """h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + 1e-7)"""
+
+    slots = ("h",)
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
+        super().__init__(lr)
+        self.decay_rate = float(decay_rate)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "decay_rate": self.decay_rate}
+
+    def update(self, params, grads):
+        h = self._slot("h", params)
+        for name in params:
+            xp = namespace(params[name])
+            h[name] *= self.decay_rate
+            h[name] += (1 - self.decay_rate) * grads[name] * grads[name]
+            params[name] -= self.lr * grads[name] / (xp.sqrt(h[name]) + EPSILON)
+
+
+class Adam(Optimizer):
+    """Adam in the book's form: bias correction folded into the step size, epsilon outside the root."""
+
+    slots = ("m", "v")
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999):
+        super().__init__(lr)
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
+
+    def update(self, params, grads):
+        m, v = self._slot("m", params), self._slot("v", params)
+        self.iter += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for name in params:
+            xp = namespace(params[name])
+            g = grads[name]
+            m[name] += (1 - self.beta1) * (g - m[name])
+            v[name] += (1 - self.beta2) * (g * g - v[name])
+            params[name] -= lr_t * m[name] / (xp.sqrt(v[name]) + EPSILON)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad, "rmsprop": RMSprop,
+              "adam": Adam}
+
+
+def make_optimizer(name: "str | Optimizer", params: "dict[str, float] | None" = None) -> Optimizer:
+    """An optimizer from its (case-insensitive) name and keyword parameters, as the book's Trainer takes them."""
+    if isinstance(name, Optimizer):
+        return name
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {', '.join(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[key](**(params or {}))
+    except TypeError as error:
+        raise ValueError(f"bad parameters for optimizer {name!r}: {error}") from None

@@ -1,0 +1,105 @@
+"""Each optimizer against the book's formulas written out in NumPy, updating in place on every device."""
+
+import math
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet.backend import to_numpy
+from anynet.layers import Affine
+from anynet.optimizers import OPTIMIZERS, Adam, Momentum, SGD, make_optimizer
+from tests.helpers import assert_close
+
+SETTINGS = {
+    "sgd": {"lr": 0.1},
+    "momentum": {"lr": 0.1, "momentum": 0.8},
+    "nesterov": {"lr": 0.1, "momentum": 0.8},
+    "adagrad": {"lr": 0.1},
+    "rmsprop": {"lr": 0.1, "decay_rate": 0.9},
+    "adam": {"lr": 0.1, "beta1": 0.8, "beta2": 0.9},
+}
+
+
+def book_steps(name, p, grads, lr, **k):
+    """The book's common/optimizer.py, step by step, in float64 NumPy."""
+    p, v, h, m = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    for i, g in enumerate(grads, 1):
+        if name == "sgd":
+            p -= lr * g
+        elif name == "momentum":
+            v = k["momentum"] * v - lr * g
+            p += v
+        elif name == "nesterov":
+            v *= k["momentum"]
+            v -= lr * g
+            p += k["momentum"] * k["momentum"] * v
+            p -= (1 + k["momentum"]) * lr * g
+        elif name == "adagrad":
+            h += g * g
+            p -= lr * g / (np.sqrt(h) + 1e-7)
+        elif name == "rmsprop":
+            h = k["decay_rate"] * h + (1 - k["decay_rate"]) * g * g
+            p -= lr * g / (np.sqrt(h) + 1e-7)
+        elif name == "adam":
+            lr_t = lr * math.sqrt(1 - k["beta2"] ** i) / (1 - k["beta1"] ** i)
+            m += (1 - k["beta1"]) * (g - m)
+            v += (1 - k["beta2"]) * (g**2 - v)
+            p -= lr_t * m / (np.sqrt(v) + 1e-7)
+    return p
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_updates_follow_the_book_in_place(device, name):
+    dtype = "float64" if device.supports_float64 else "float32"
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) for _ in range(3)]
+    params = {"W": device.asarray(start.copy(), dtype=dtype)}  # asarray may share memory with a NumPy input
+    layer = Affine(params["W"], device.asarray(np.zeros(4), dtype=dtype))  # holds W by reference, as a net does
+    optimizer = make_optimizer(name, SETTINGS[name])
+    for g in grads:
+        optimizer.update(params, {"W": device.asarray(g, dtype=dtype)})
+    expected = book_steps(name, start, grads, **SETTINGS[name])
+    close = {"rtol": 1e-12, "atol": 1e-14} if dtype == "float64" else {"rtol": 2e-5, "atol": 1e-6}
+    assert_close(params["W"], expected, device=device, dtype=dtype, **close)
+    assert layer.W is params["W"], "the update replaced the array instead of changing it in place"
+    for store in optimizer.state.values():
+        for value in store.values():
+            assert anynet.device_of(value) == device
+
+
+def test_state_moves_with_to(device):
+    params = {"W": np.ones(3, dtype=np.float32)}
+    optimizer = Momentum(lr=0.5)
+    optimizer.update(params, {"W": np.ones(3, dtype=np.float32)})
+    assert optimizer.to(device) is optimizer
+    assert_close(optimizer.state["v"]["W"], [-0.5] * 3, device=device)
+    moved = {"W": device.asarray(params["W"])}
+    optimizer.update(moved, {"W": device.asarray(np.ones(3, dtype=np.float32))})
+    assert_close(moved["W"], [0.5 - 0.95] * 3, device=device, rtol=1e-6)  # v = 0.9 * -0.5 - 0.5
+
+
+def test_state_dict_round_trip():
+    params = {"W": np.ones(2)}
+    first = Adam(lr=0.1)
+    first.update(params, {"W": np.array([1.0, -2.0])})
+    second = Adam(lr=0.1)
+    second.load_state_dict(first.state_dict(), "cpu")
+    a, b = {"W": params["W"].copy()}, {"W": params["W"].copy()}
+    first.update(a, {"W": np.array([0.5, 0.5])})
+    second.update(b, {"W": np.array([0.5, 0.5])})
+    assert second.iter == 2 and np.array_equal(a["W"], b["W"])
+    with pytest.raises(ValueError, match="optimizer state 'h/W' does not belong to Adam"):
+        Adam().load_state_dict({"iter": 1, "arrays": {"h/W": np.ones(2)}}, "cpu")
+
+
+def test_bad_optimizer_settings_are_named():
+    with pytest.raises(ValueError, match="unknown optimizer 'AdamW': expected one of sgd, momentum"):
+        make_optimizer("AdamW")
+    with pytest.raises(ValueError, match="bad parameters for optimizer 'SGD'"):
+        make_optimizer("SGD", {"momentum": 0.9})
+    with pytest.raises(ValueError, match="the learning rate must be positive, got lr=-0.1"):
+        SGD(lr=-0.1)
+    assert isinstance(make_optimizer("ADAM", {"lr": 0.5}), Adam) and make_optimizer("adam").lr == 0.001
+    assert to_numpy(np.zeros(1)).shape == (1,)
