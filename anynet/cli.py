@@ -118,6 +118,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not Path(args.weights).is_file():
         raise UserError(f"--weights {args.weights}: no such file")
+    _check_output_path("--plot", args.plot)
+    if args.plot is not None:
+        from .plot import _pyplot
+
+        _pyplot()
     where = _pick_device(args.device)
     network = _network_from_file(args.weights, where)
     x, t = load_dataset(args.dataset, split="test", root=args.data_dir)
@@ -141,6 +146,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     print("      " + "".join(f"{j:>6}" for j in range(10)))
     for i, row in enumerate(counts):
         print(f"  {i:>2}  " + "".join(f"{value:>6}" for value in row))
+    if args.plot is not None:
+        from .functions import softmax
+        from .plot import plot_misclassified
+
+        plot_misclassified(x, t, softmax(scores), args.plot, class_names=names)
+        print(f"saved misclassified test images to {args.plot}")
     return 0
 
 
@@ -187,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--data-dir", metavar="DIR")
+    evaluate.add_argument("--plot", metavar="FILE.png", help="save a grid of misclassified test images")
     evaluate.set_defaults(run=_evaluate)
     return parser
 

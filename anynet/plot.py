@@ -50,6 +50,7 @@ def plot_training_curves(history: dict, path: "str | os.PathLike | None" = None)
     right.plot(epochs, train_acc, marker="o", label="train")
     right.plot(epochs, test_acc, marker="s", linestyle="--", label="test")
     right.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(min(0.5, *train_acc, *test_acc), 1.0))
+    right.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     right.legend(loc="lower right")
     return _finish(figure, path)
 

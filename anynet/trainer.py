@@ -170,7 +170,7 @@ class Trainer:
         """Train for the remaining epochs, then measure the final test accuracy; returns the history."""
         if self.verbose:
             print(f"training on {self.where.name}: {self.iter_per_epoch} steps per epoch of {self.batch_size}, "
-                  f"{self.epochs} epochs, {type(self.optimizer).__name__}"
+                  f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {type(self.optimizer).__name__}"
                   + ("" if self.resident else " (data moved batch by batch: it does not fit on the device)"))
             print(f"{'epoch':>7} {'loss':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
             for epoch in range(self.current_epoch):  # what a resumed run had done already

@@ -120,3 +120,36 @@ def test_ch3_mnist_inference_script(tmp_path):
     assert lines[0] == "device: cpu, 10000 MNIST test images"
     assert f"accuracy {expected:.4f}" in lines[1] and lines[1].startswith("one image at a time:")
     assert f"accuracy {expected:.4f}" in lines[2] and lines[2].startswith("batches of 100:")
+
+
+@pytest.mark.slow
+def test_book_chapter4_walkthrough_reaches_its_accuracy_on_fashion_mnist():
+    """train_neuralnet.py's setting: 784-50-10 sigmoid, SGD 0.1, batch 100, 10000 steps (the book's code: 0.853)."""
+    result = subprocess.run(
+        [sys.executable, "scripts/ch4_train_two_layer.py", "--device", "cpu", "--dataset", "fashion-mnist"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if len(line.split()) == 4 and line.split()[0].isdigit()]
+    assert [int(row[0]) for row in rows] == list(range(0, 10000, 600)) + [9999]
+    final_test = float(rows[-1][3])
+    assert final_test >= 0.84, result.stdout
+    assert float(rows[-1][1]) < float(rows[0][1])  # the loss fell
+
+
+@pytest.mark.slow
+def test_anynet_train_defaults_reach_the_target_on_fashion_mnist(tmp_path):
+    """MLP 784-100-100-10, ReLU, Adam 1e-3, batch 100, 10 epochs (PyTorch, same net and optimizer: 0.878-0.883)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "anynet", "train", "--dataset", "fashion-mnist", "--device", "cpu",
+         "--save", str(tmp_path / "model.npz")],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    final = float(result.stdout.split("final test accuracy: ")[1].split()[0])
+    assert final >= 0.875, result.stdout
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "anynet", "evaluate", "--weights", str(tmp_path / "model.npz"), "--dataset",
+         "fashion-mnist", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert f"accuracy: {final:.4f}" in evaluated.stdout

@@ -1,0 +1,119 @@
+"""`anynet train` and `anynet evaluate`, on synthetic data standing in for the datasets."""
+
+import numpy as np
+import pytest
+
+from anynet import cli, datasets
+from anynet.io import read_metadata, save_params
+from tests.test_trainer import blobs
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    x, t = blobs(2500, seed=4)
+    calls = []
+
+    def fake_load(name, *args, split=None, root=None, **options):
+        calls.append((name, split, root))
+        train, test = (x[:2000], t[:2000]), (x[2000:], t[2000:])
+        return test if split == "test" else train if split == "train" else (train, test)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    return calls
+
+
+def test_train_save_evaluate(synthetic, tmp_path, capsys):
+    model = tmp_path / "model.npz"
+    code = cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "2", "--hidden", "32", "16", "--device", "cpu",
+                     "--save", str(model), "--checkpoint", str(tmp_path / "ckpt.npz"), "--data-dir", "somewhere"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "device: cpu\n" in out and "model: mlp 784-32-16-10, relu" in out
+    assert "training on cpu: 20 steps per epoch of 100, 2 epochs, Adam" in out
+    final = float(out.split("final test accuracy: ")[1].split()[0])
+    assert final > 0.9 and synthetic == [("fashion-mnist", None, "somewhere")]
+    meta = read_metadata(model)
+    assert meta["architecture"] == {"sizes": [784, 32, 16, 10], "activation": "relu"}
+    assert meta["test_accuracy"] == pytest.approx(final, abs=1e-4)
+    assert read_metadata(tmp_path / "ckpt.npz")["epoch"] == 2
+
+    assert cli.main(["evaluate", "--weights", str(model), "--dataset", "fashion-mnist", "--device", "strict:device1"]) == 0
+    out = capsys.readouterr().out
+    assert f"accuracy: {final:.4f} ({round(final * 500)} of 500 fashion-mnist test images)" in out
+    assert "  0  T-shirt/top" in out and "confusion matrix (rows: true class, columns: predicted class):" in out
+    rows = [line.split()[1:] for line in out.splitlines()[-10:]]
+    assert sum(int(row[i]) for i, row in enumerate(rows)) == round(final * 500)
+    assert sum(int(v) for row in rows for v in row) == 500
+
+
+def test_evaluate_takes_the_books_sigmoid_pickle(synthetic, tmp_path, capsys):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    weights = {"W1": rng.normal(0, 0.1, (784, 50)), "b1": np.zeros(50), "W2": rng.normal(0, 0.1, (50, 100)),
+               "b2": np.zeros(100), "W3": rng.normal(0, 0.1, (100, 10)), "b3": np.zeros(10)}
+    weights = {k: v.astype(np.float32) for k, v in weights.items()}
+    path = tmp_path / "sample_weight.pkl"
+    path.write_bytes(pickle.dumps(weights, protocol=3))
+    assert cli.main(["evaluate", "--weights", str(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "model: 784-50-100-10 sigmoid" in out
+
+    x, t = blobs(2500, seed=4)
+    x, t = x[2000:], t[2000:]
+
+    def sigmoid(a):
+        return 1 / (1 + np.exp(-a))
+
+    scores = sigmoid(sigmoid(x @ weights["W1"]) @ weights["W2"]) @ weights["W3"]
+    expected = int((scores.argmax(axis=1) == t).sum())
+    assert f"({expected} of 500 mnist test images)" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--resume", "/nonexistent/ckpt.npz"], "--resume /nonexistent/ckpt.npz: no such checkpoint file"),
+        (["train", "--save", "/nonexistent/dir/m.npz"], "--save /nonexistent/dir/m.npz: the folder /nonexistent/dir "
+                                                        "does not exist"),
+        (["train", "--model", "two-layer", "--hidden", "10", "20"], "--model two-layer takes one --hidden size"),
+        (["train", "--epochs", "0"], "--epochs and --batch-size must be at least 1"),
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (["train", "--device", "cpu", "--lr", "-1"], "the learning rate must be positive, got lr=-1.0"),
+        (["evaluate", "--weights", "/nonexistent.npz"], "--weights /nonexistent.npz: no such file"),
+    ],
+)
+def test_user_errors_are_one_line_without_a_traceback(synthetic, argv, message, capsys):
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"anynet {argv[0]}: error: ") and message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    assert "training on" not in captured.out  # failed before any training
+
+
+def test_a_missing_plotting_library_fails_before_training(synthetic, monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.main(["train", "--plot", str(tmp_path / "c.png")]) == 1
+    captured = capsys.readouterr()
+    assert 'pip install "anynet[plot]"' in captured.err and "training on" not in captured.out
+
+
+def test_train_plots_and_evaluate_plots(synthetic, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    model = tmp_path / "two.npz"
+    assert cli.main(["train", "--model", "two-layer", "--hidden", "20", "--activation", "sigmoid", "--optimizer",
+                     "sgd", "--lr", "0.5", "--epochs", "1", "--device", "cpu", "--save", str(model),
+                     "--plot", str(tmp_path / "curves.png")]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 5000
+    assert read_metadata(model)["architecture"] == {"sizes": [784, 20, 10], "activation": "sigmoid"}
+    assert cli.main(["evaluate", "--weights", str(model), "--device", "cpu", "--plot", str(tmp_path / "w.png")]) == 0
+    assert "saved misclassified test images to" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_weights_of_another_shape(synthetic, tmp_path, capsys):
+    path = save_params(tmp_path / "small.npz", {"W1": np.zeros((20, 5), np.float32), "b1": np.zeros(5, np.float32),
+                                                "W2": np.zeros((5, 3), np.float32), "b2": np.zeros(3, np.float32)})
+    assert cli.main(["evaluate", "--weights", str(path), "--device", "cpu"]) == 1
+    assert "a 20-5-3 network cannot classify mnist (784 inputs, 10 classes)" in capsys.readouterr().err
