@@ -23,6 +23,7 @@ __all__ = [
     "Device",
     "device",
     "device_of",
+    "same_device",
     "available_devices",
     "namespace",
     "to_numpy",
@@ -152,6 +153,12 @@ def _raise_mixed(arrays: tuple) -> None:
         + "; ".join(described)
         + f". Move them onto one device first, e.g. x = anynet.device({target!r}).asarray(x)."
     )
+
+
+def same_device(a: Any, b: Any) -> bool:
+    """Whether arrays ``a`` and ``b`` are of one library on one device (cheap: no Device is made)."""
+    library = _library_of(a)
+    return library == _library_of(b) and (library == "numpy" or a.device == b.device)
 
 
 def device_of(x: Any) -> "Device":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import Device, device as make_device, namespace
+from .backend import Device, device as make_device, device_of, namespace, same_device
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer"]
 
@@ -34,6 +34,12 @@ class Optimizer:
         if not store:
             for name, value in params.items():
                 store[name] = namespace(value).zeros_like(value)
+            return store
+        # the parameters moved (net.to(device)) since the last update: the state follows them
+        name, value = next(iter(params.items()))
+        if name in store and not same_device(store[name], value):
+            self.to(device_of(value))
+            store = self.state[slot]
         return store
 
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:

@@ -103,3 +103,23 @@ def test_bad_optimizer_settings_are_named():
         SGD(lr=-0.1)
     assert isinstance(make_optimizer("ADAM", {"lr": 0.5}), Adam) and make_optimizer("adam").lr == 0.001
     assert to_numpy(np.zeros(1)).shape == (1,)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam", "rmsprop"])
+def test_state_follows_parameters_moved_by_net_to(device, name):
+    from anynet.networks import TwoLayerNet
+
+    net = TwoLayerNet(4, 3, 2, seed=0)
+    optimizer = make_optimizer(name, {"lr": 0.1})
+    x, t = np.ones((2, 4), dtype=np.float32), np.array([0, 1])
+    optimizer.update(net.params, net.gradient(x, t))
+    net.to(device)  # the optimizer is not told
+    optimizer.update(net.params, net.gradient(x, t))
+    for store in optimizer.state.values():
+        assert all(anynet.device_of(value) == device for value in store.values())
+    reference = TwoLayerNet(4, 3, 2, seed=0)
+    twin = make_optimizer(name, {"lr": 0.1})
+    for _ in range(2):
+        twin.update(reference.params, reference.gradient(x, t))
+    for key, value in reference.params.items():
+        assert_close(net.params[key], value, device=device, rtol=1e-5, atol=1e-7)
