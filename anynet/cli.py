@@ -200,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", metavar="DIR")
     evaluate.add_argument("--plot", metavar="FILE.png", help="save a grid of misclassified test images")
     evaluate.set_defaults(run=_evaluate)
+
+    bench = commands.add_parser("bench", help="time anynet against the book's NumPy code and PyTorch",
+                                add_help=False)
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="see anynet bench --help")
+    bench.set_defaults(run=lambda args: __import__("anynet.benchmark", fromlist=["main"]).main(args.options))
     return parser
 
 

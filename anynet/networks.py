@@ -128,7 +128,9 @@ class _AffineStack:
         given = {name: tuple(value.shape) for name, value in params.items()}
         if given != expected:
             raise ValueError(f"parameters do not fit this network: expected {expected}, got {given}")
-        self.params = {name: where.asarray(params[name], dtype=self.params[name].dtype) for name in expected}
+        # copies: training updates the parameters in place and must not write into the caller's arrays
+        self.params = {name: where.xp.asarray(where.asarray(params[name], dtype=self.params[name].dtype), copy=True)
+                       for name in expected}
         self._build_layers()
         return self
 

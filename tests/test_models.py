@@ -123,3 +123,15 @@ def test_accuracy_counts_exactly(device):
     assert net.accuracy(x, np.array([0, 1, 1, 1]), batch_size=3) == 0.75
     with pytest.raises(ValueError, match="parameters do not fit this network"):
         net.load_params({"W1": np.eye(3, dtype=np.float32)})
+
+
+def test_load_params_copies_so_training_leaves_the_source_alone(device):
+    source = {k: v.copy() for k, v in TwoLayerNet(12, 5, 3, seed=0).params.items()}
+    kept = {k: v.copy() for k, v in source.items()}
+    net = TwoLayerNet(12, 5, 3, device=device, seed=1).load_params(source)
+    from anynet.optimizers import SGD
+
+    x, t = _batch()
+    SGD(lr=0.5).update(net.params, net.gradient(x.astype(np.float32), t))
+    for name in source:
+        assert np.array_equal(source[name], kept[name]), name
