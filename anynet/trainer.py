@@ -14,6 +14,7 @@ from typing import Any
 
 from .backend import Device, device as make_device, host_generator, namespace, to_numpy
 from .io import load_params, read_metadata, save_params
+from ._kernels import fused_step
 from ._progress import progress_bar
 from .optimizers import Optimizer, make_optimizer
 
@@ -34,7 +35,8 @@ class Trainer:
     seed: seeds the host generator of batch orders. sampling: "shuffle" (each sample once per epoch) or
     "replacement" (the book's ch.4 loop: each batch drawn independently). checkpoint: a path written after every
     epoch (atomically). resume: a checkpoint to continue from. progress: a tqdm bar per epoch (None: when verbose
-    and stderr is a terminal).
+    and stderr is a terminal). fast_path: use the library-specific fused step of anynet._kernels where there is
+    one (False: always the generic array-API path; the results agree to rounding).
     History: ``train_loss_list`` (per step), ``train_acc_list`` and ``test_acc_list`` (per epoch).
     """
 
@@ -42,7 +44,8 @@ class Trainer:
                  optimizer: "str | Optimizer" = "SGD", optimizer_param: "dict | None" = None,
                  evaluate_sample_num_per_epoch: "int | None" = None, verbose: bool = True, *,
                  device: "str | Device | None" = None, seed: "int | None" = None, sampling: str = "shuffle",
-                 checkpoint: "str | None" = None, resume: "str | None" = None, progress: "bool | None" = None):
+                 checkpoint: "str | None" = None, resume: "str | None" = None, progress: "bool | None" = None,
+                 fast_path: bool = True):
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
@@ -62,6 +65,8 @@ class Trainer:
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = make_optimizer(optimizer, {"lr": 0.01} if optimizer_param is None else optimizer_param)
         self.checkpoint = checkpoint
+        self.fast_path = fast_path
+        self._fused = None
 
         self.train_size = _check_data("training", x_train, t_train, network)
         _check_data("test", x_test, t_test, network)
@@ -125,13 +130,20 @@ class Trainer:
         show = self.progress if self.progress is not None else self.verbose and sys.stderr.isatty()
         with progress_bar(show, total=self.iter_per_epoch, desc=f"epoch {epoch}/{self.epochs}", unit="step",
                           leave=False) as bar:
+            fused = self._fused_step()
             for step in range(self.iter_per_epoch):
                 start = step * self.batch_size
                 stop = min(start + self.batch_size, len(order))
-                x_batch, t_batch = self._batch(self.x_train, self.t_train, order_device, order, start, stop)
-                grads = self.network.gradient(x_batch, t_batch)
-                self.optimizer.update(self.network.params, grads)
-                losses.append(self.network.last_loss)
+                if fused is not None and self.resident:  # the fast path gathers its batch itself
+                    losses.append(fused(self.x_train, self.t_train, order_device[start:stop]))
+                else:
+                    x_batch, t_batch = self._batch(self.x_train, self.t_train, order_device, order, start, stop)
+                    if fused is not None:
+                        losses.append(fused(x_batch, t_batch))
+                    else:
+                        grads = self.network.gradient(x_batch, t_batch)
+                        self.optimizer.update(self.network.params, grads)
+                        losses.append(self.network.last_loss)
                 bar.update(1)
             # the one read of the epoch's losses: no host synchronisation inside a step
             values = to_numpy(namespace(losses[0]).stack(losses)).tolist()
@@ -148,6 +160,11 @@ class Trainer:
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
         return sum(values) / len(values)
+
+    def _fused_step(self):
+        if self.fast_path and self._fused is None:
+            self._fused = fused_step(self.network, self.optimizer) or False
+        return self._fused or None
 
     def _check_finite(self, values: list, epoch: int) -> None:
         for step, value in enumerate(values, 1):

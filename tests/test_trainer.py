@@ -88,35 +88,51 @@ def test_data_too_big_for_the_device_goes_batch_by_batch(data, monkeypatch):
     assert streamed.train_loss_list == resident.train_loss_list
 
 
-def _interrupt_after(monkeypatch, optimizer, calls):
-    original = optimizer.update
-    count = {"n": 0}
+def _interrupt_after(monkeypatch, steps):
+    """Stop training with a KeyboardInterrupt after ``steps`` steps, as Ctrl-C would."""
+    import anynet.trainer
 
-    def update(params, grads):
-        count["n"] += 1
-        if count["n"] > calls:
-            raise KeyboardInterrupt
-        original(params, grads)
+    class Bar:
+        count = 0
 
-    monkeypatch.setattr(optimizer, "update", update)
+        def __init__(self, *args, **options):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n=1):
+            Bar.count += n
+            if Bar.count >= steps:
+                raise KeyboardInterrupt
+
+        def set_postfix_str(self, text):
+            pass
+
+    monkeypatch.setattr(anynet.trainer, "progress_bar", Bar)
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "generic"])
 @pytest.mark.parametrize("optimizer", ["adam", "momentum", "sgd"])
 def test_an_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does(device, data, tmp_path, monkeypatch,
-                                                                              optimizer):
+                                                                              optimizer, fast_path):
     def make(**options):
         net = MultiLayerNet(784, [16], 10, device=device, seed=5)
         return net, Trainer(net, *data, epochs=3, mini_batch_size=200, optimizer=optimizer,
-                            optimizer_param={"lr": 0.01}, seed=9, verbose=False, **options)
+                            optimizer_param={"lr": 0.01}, seed=9, verbose=False, fast_path=fast_path, **options)
 
     net_a, straight = make()
     straight.train()
 
     checkpoint = tmp_path / "ckpt.npz"
     _, first = make(checkpoint=checkpoint)
-    _interrupt_after(monkeypatch, first.optimizer, calls=30 + 15)  # dies half-way through epoch 2
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, steps=30 + 15)  # dies half-way through epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            first.train()
     assert read_metadata(checkpoint)["epoch"] == 1
     assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"], "a temporary file was left behind"
 

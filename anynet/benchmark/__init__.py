@@ -83,26 +83,35 @@ def load_data(data_dir=None):
     return ((x[:60000], t[:60000]), (x[60000:], t[60000:])), "SYNTHETIC (no Fashion-MNIST or MNIST found)"
 
 
-def _time(contender, run, reset, repeats):
+def _timed(contender, run, reset):
     reset()
-    run()  # warm-up: allocations, kernel compilation, caches
-    seconds, result = [], None
+    contender.synchronize()
+    start = time.perf_counter()
+    result = run()
+    contender.synchronize()
+    return time.perf_counter() - start, result
+
+
+def _interleaved(entries, repeats):
+    """Warm each entry up, then time them in turn, ``repeats`` rounds: a slow spell of the machine then falls on
+    every contender alike instead of on whichever ran during it."""
+    for entry in entries:
+        _timed(*entry)
+    seconds = [[] for _ in entries]
+    results = [None] * len(entries)
     for _ in range(repeats):
-        reset()
-        contender.synchronize()
-        start = time.perf_counter()
-        result = run()
-        contender.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return seconds, result
+        for i, entry in enumerate(entries):
+            elapsed, results[i] = _timed(*entry)
+            seconds[i].append(elapsed)
+    return seconds, results
 
 
-def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True, log=print):
+def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True):
     (x, t), _ = data
     where = anynet.device(device_name)
-    contenders = [("anynet", lambda w, weights: Anynet(w, data, weights, device_name, seed))]
+    makers = [("anynet", lambda w, weights: Anynet(w, data, weights, device_name, seed))]
     if where.library in ("numpy", "strict"):
-        contenders.append(("book NumPy", lambda w, weights: BookNumPy(w, data, weights)))
+        makers.append(("book NumPy", lambda w, weights: BookNumPy(w, data, weights)))
     # PyTorch on the same hardware: the host for NumPy and strict, the same GPU for CuPy
     torch_device = {"cupy": f"cuda:{where.name.rsplit(':', 1)[-1]}",
                     "torch": where.name.removeprefix("torch:")}.get(where.library, "cpu")
@@ -110,39 +119,37 @@ def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True, 
         try:
             import torch  # noqa: F401
 
-            contenders.append(("PyTorch", lambda w, weights: PyTorch(w, data, weights, torch_device)))
+            makers.append(("PyTorch", lambda w, weights: PyTorch(w, data, weights, torch_device)))
         except ImportError:
-            log("PyTorch is not installed: no PyTorch contender")
+            print("PyTorch is not installed: no PyTorch contender")
     rows = []
     for key in workloads:
         w = WORKLOADS[key]
         weights = w.initial_weights(seed)
         order = w.batch_order(seed, x.shape[0])
-        for name, make in contenders:
-            contender = make(w, weights)
-            if w.inference_batch:
-                for batch in w.inference_batch:
-                    seconds, accuracy = _time(contender, lambda: contender.infer(batch), lambda: None, repeats)
-                    rows.append(_row(w, name, seconds, 10000, w.inference_flops(10000), None, None, accuracy,
+        contenders = [(name, make(w, weights), make) for name, make in makers]
+        if w.inference_batch:
+            for batch in w.inference_batch:
+                entries = [(c, lambda c=c: c.infer(batch), lambda: None) for _, c, _ in contenders]
+                seconds, results = _interleaved(entries, repeats)
+                for (name, _, _), took, accuracy in zip(contenders, seconds, results):
+                    rows.append(_row(w, name, took, 10000, w.inference_flops(10000), None, None, accuracy,
                                      f"batch {batch}"))
-                    log(_format_row(rows[-1]))
-            else:
-                reset = getattr(contender, "reset", None) or (lambda: None)
-                if name != "anynet":
-                    reset = lambda make=make: _replace(contender, make(w, weights))  # noqa: E731
-                seconds, (loss, train_acc, test_acc) = _time(contender, lambda: contender.epoch(order), reset,
-                                                             repeats)
-                images = w.steps(x.shape[0]) * w.batch_size + x.shape[0] + 10000
-                rows.append(_row(w, name, seconds, images, w.train_flops(x.shape[0]), loss, train_acc, test_acc,
+        else:
+            entries = []
+            for name, contender, make in contenders:
+                # each timed epoch starts from the same weights and optimizer state
+                reset = contender.reset if name == "anynet" else \
+                    lambda c=contender, make=make: c.__dict__.update(make(w, weights).__dict__)
+                entries.append((contender, lambda c=contender: c.epoch(order), reset))
+            seconds, results = _interleaved(entries, repeats)
+            images = w.steps(x.shape[0]) * w.batch_size + x.shape[0] + 10000
+            for (name, _, _), took, (loss, train_acc, test_acc) in zip(contenders, seconds, results):
+                rows.append(_row(w, name, took, images, w.train_flops(x.shape[0]), loss, train_acc, test_acc,
                                  f"batch {w.batch_size}"))
-                log(_format_row(rows[-1]))
-            del contender
+        del contenders
     _add_ratios(rows)
     return rows
-
-
-def _replace(contender, fresh):
-    contender.__dict__.update(fresh.__dict__)
 
 
 def _row(w, name, seconds, images, flops, loss, train_acc, test_acc, setting):
@@ -214,11 +221,11 @@ def main(argv=None) -> int:
     print(f"anynet {anynet.__version__} benchmark on {where.name}; data: {data_label}")
     print(f"hardware: {hardware(where.name)}")
     print(f"measured float32 GEMM rate (2048^3 matmul, {where.xp.__name__}): {gemm:.1f} GFLOP/s")
-    print(f"each row: median of {args.repeats} runs after a warm-up [fastest-slowest]; ratios are time / peer's time")
+    print(f"each row: median of {args.repeats} runs after a warm-up [fastest-slowest], the contenders taking turns; "
+          "ratios are time / peer's time")
     print(f"{'':<4}{'setting':<12}{'contender':<12}{'seconds':>10} {'[spread]':<16}{'images/s':>12}  "
           f"{'/torch':>6} {'/book':>6}  {'GFLOP/s':>7} {'%GEMM':>14}")
-    rows = run_benchmark(where.name, args.workloads, args.repeats, args.seed, data, not args.no_torch,
-                         log=lambda line: None)
+    rows = run_benchmark(where.name, args.workloads, args.repeats, args.seed, data, not args.no_torch)
     for key in args.workloads:
         print(f"-- ({key}) {WORKLOADS[key].title}")
         for row in rows:

@@ -1,0 +1,108 @@
+"""The fast paths of anynet._kernels against the generic array-API path, on random inputs."""
+
+import numpy as np
+import pytest
+
+import anynet
+from anynet import _kernels
+from anynet.backend import to_numpy
+from anynet.networks import MultiLayerNet
+from anynet.optimizers import OPTIMIZERS, make_optimizer
+
+SETTINGS = {"sgd": {"lr": 0.1}, "momentum": {"lr": 0.05}, "nesterov": {"lr": 0.05}, "adagrad": {"lr": 0.05},
+            "rmsprop": {"lr": 0.01}, "adam": {"lr": 0.01}}
+FAST_DEVICES = [name for name in ("cpu", "cuda:0") if name in anynet.available_devices()]
+
+
+def _problem(seed, classes=5, n=64, features=20):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    labels = rng.integers(0, classes, size=n)
+    return x, labels, np.eye(classes, dtype=np.float32)[labels]
+
+
+def _pair(device, activation, decay, optimizer, dtype="float32"):
+    nets = [MultiLayerNet(20, [16, 12], 5, activation=activation, weight_init_std=0.3, weight_decay_lambda=decay,
+                          device=device, dtype=dtype, seed=3) for _ in range(2)]
+    return nets, [make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2)]
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("decay", [0.0, 0.05])
+@pytest.mark.parametrize("targets", ["labels", "one-hot"])
+def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, decay, targets):
+    where = anynet.device(device_name)
+    (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, activation, decay, optimizer)
+    step = _kernels.fused_step(fast_net, fast_opt)
+    assert step is not None
+    x, labels, one_hot = _problem(0)
+    x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
+    for k in range(4):
+        indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
+        fast_loss = step(x, t, indices)
+        xb, tb = where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0)
+        slow_opt.update(slow_net.params, slow_net.gradient(xb, tb))
+        assert float(to_numpy(fast_loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-5)
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6,
+                                   err_msg=name)
+    # the rest of the library keeps working on the fused step's parameters
+    assert fast_net.accuracy(x, t) == slow_net.accuracy(x, t)
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+def test_fused_step_in_float64_and_without_indices(device_name):
+    where = anynet.device(device_name)
+    (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")
+    step = _kernels.fused_step(fast_net, fast_opt)
+    x, labels, _ = _problem(1)
+    x, t = where.asarray(x, dtype="float64"), where.asarray(labels)
+    for _ in range(3):
+        loss = step(x, t)
+        slow_opt.update(slow_net.params, slow_net.gradient(x, t))
+        assert float(to_numpy(loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-12)
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device_name):
+    """load_params, a resumed optimizer, or generic updates in between: the fused step must see them all."""
+    where = anynet.device(device_name)
+    (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "momentum")
+    step = _kernels.fused_step(fast_net, fast_opt)
+    x, labels, _ = _problem(2)
+    x, t = where.asarray(x), where.asarray(labels)
+    step(x, t)
+    slow_opt.update(slow_net.params, slow_net.gradient(x, t))
+    fast_opt.update(fast_net.params, fast_net.gradient(x, t))  # a generic step on the fused step's arrays
+    slow_opt.update(slow_net.params, slow_net.gradient(x, t))
+    fresh = {k: to_numpy(v) * 0.5 for k, v in slow_net.params.items()}
+    fast_net.load_params(fresh)
+    slow_net.load_params(fresh)
+    fast_opt.load_state_dict(slow_opt.state_dict(), where)
+    step(x, t)
+    slow_opt.update(slow_net.params, slow_net.gradient(x, t))
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_fast_predictions_equal_the_generic_ones(device_name, activation):
+    where = anynet.device(device_name)
+    net = MultiLayerNet(20, [16, 12], 5, activation=activation, weight_init_std=0.5, device=where, seed=4)
+    x = where.asarray(np.random.default_rng(5).normal(size=(5000, 20)).astype(np.float32) * 3)
+    fast = _kernels.predict_labels(net)
+    assert fast is not None
+    generic = to_numpy(where.xp.argmax(net.predict(x), axis=1))
+    for batch in (100, 5000):
+        assert np.array_equal(to_numpy(fast(x, batch)), generic)
+
+
+def test_no_fast_path_elsewhere():
+    net = MultiLayerNet(20, [8], 5, device="strict", seed=0)
+    assert _kernels.fused_step(net, make_optimizer("sgd")) is None
+    assert _kernels.predict_labels(net) is None
