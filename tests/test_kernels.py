@@ -106,3 +106,15 @@ def test_no_fast_path_elsewhere():
     net = MultiLayerNet(20, [8], 5, device="strict", seed=0)
     assert _kernels.fused_step(net, make_optimizer("sgd")) is None
     assert _kernels.predict_labels(net) is None
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+def test_float32_stays_float32(device_name):
+    where = anynet.device(device_name)
+    net = MultiLayerNet(20, [16], 5, device=where, seed=0)
+    step = _kernels.fused_step(net, make_optimizer("adam"))
+    x, labels, _ = _problem(3)
+    loss = step(where.asarray(x), where.asarray(labels))
+    assert loss.dtype == where.xp.float32
+    assert all(value.dtype == where.xp.float32 for value in net.params.values())
+    assert all(value.dtype == where.xp.float32 for store in step.optimizer.state.values() for value in store.values())

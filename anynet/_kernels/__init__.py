@@ -31,8 +31,12 @@ def fused_step(network, optimizer):
 def predict_labels(network):
     """A callable ``labels(x, batch_size) -> predicted classes`` for ``network``, or None (generic path)."""
     xp = namespace(network.params["W1"])
-    if is_numpy_namespace(xp) and network.activation in ("relu", "sigmoid"):
+    if network.activation not in ("relu", "sigmoid"):
+        return None
+    if is_numpy_namespace(xp):
         from .numpy_cpu import predict_labels as labels
-
-        return lambda x, batch_size: labels(network, x, batch_size)
-    return None
+    elif is_cupy_namespace(xp):
+        from .cupy_cuda import predict_labels as labels
+    else:
+        return None
+    return lambda x, batch_size: labels(network, x, batch_size)

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from ._flat import Flat
 
 SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
 EPSILON = 1e-7
@@ -35,27 +36,10 @@ class _Buffers:
         self.z = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]  # z[i]: layer i's output
         self.dz = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]
         self.scratch = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]
+        self.mask = [None] + [np.empty((batch, n), dtype=bool) for n in sizes[1:]]
         self.rows = np.arange(batch)
         self.column = np.empty((batch, 1), dtype=dtype)
         self.log = np.empty((batch, 1), dtype=dtype)
-
-
-class _Flat:
-    """Arrays of several shapes as views into one contiguous buffer, so that an elementwise update over all
-    of them is a handful of NumPy calls instead of a handful per array."""
-
-    def __init__(self, shapes, dtype, values=None):
-        self.buffer = np.zeros(sum(int(np.prod(shape)) for shape in shapes.values()), dtype=dtype)
-        self.views, offset = {}, 0
-        for name, shape in shapes.items():
-            size = int(np.prod(shape))
-            self.views[name] = self.buffer[offset:offset + size].reshape(shape)
-            if values is not None and values.get(name) is not None:
-                self.views[name][...] = values[name]
-            offset += size
-
-    def holds(self, arrays):
-        return all(arrays.get(name) is view for name, view in self.views.items())
 
 
 class FusedStep:
@@ -94,15 +78,15 @@ class FusedStep:
         """Put the parameters and optimizer state into flat buffers, again if anything replaced them."""
         params = self.network.params
         if self.params is None or not self.params.holds(params):
-            self.params = _Flat(self.shapes, self.dtype, params)
+            self.params = Flat(np, self.shapes, self.dtype, params)
             params.update(self.params.views)
             self.network._build_layers()
-            self.grads = _Flat(self.shapes, self.dtype)
-            self.work = _Flat(self.shapes, self.dtype)
+            self.grads = Flat(np, self.shapes, self.dtype)
+            self.work = Flat(np, self.shapes, self.dtype)
         for slot in self.optimizer.slots:
             state = self.optimizer.state[slot]
             if slot not in self.slots or not self.slots[slot].holds(state):
-                self.slots[slot] = _Flat(self.shapes, self.dtype, state)
+                self.slots[slot] = Flat(np, self.shapes, self.dtype, state)
                 state.update(self.slots[slot].views)
 
     def _buffers(self, batch):
@@ -115,6 +99,8 @@ class FusedStep:
 
         ``t`` holds integer labels or one-hot rows.
         """
+        if self.relu:  # nothing can overflow: exp only sees logits minus their maximum
+            return self._step(x, t, indices)
         with np.errstate(over="ignore"):
             return self._step(x, t, indices)
 
@@ -176,7 +162,9 @@ class FusedStep:
             d_below = buf.dz[i - 1]
             np.matmul(dy, params[W[i]].T, out=d_below)
             if self.relu:
-                np.multiply(d_below, below > 0, out=d_below)
+                mask = buf.mask[i - 1]
+                np.greater(below, 0, out=mask)
+                np.multiply(d_below, mask, out=d_below)
             else:  # sigmoid'(a) = z (1 - z)
                 scratch = buf.scratch[i - 1]
                 np.subtract(1.0, below, out=scratch)

@@ -33,8 +33,9 @@ WORKLOADS = {
                   [784, 100, 100, 10], "relu", "adam", 1e-3, 100, "shuffle"),
     "c": Workload("c", "inference, 10000 test images, 784-100-100-10 ReLU", [784, 100, 100, 10], "relu", "adam",
                   1e-3, 100, "shuffle", inference_batch=(100, 10000)),
-    "d": Workload("d", "784-100-100-10 ReLU, Adam 1e-3, batch 4096, one epoch + accuracy",
-                  [784, 100, 100, 10], "relu", "adam", 1e-3, 4096, "shuffle"),
+    # wide layers, so that the GEMMs are big enough for a GPU to show its throughput
+    "d": Workload("d", "784-1024-1024-10 ReLU, Adam 1e-3, batch 4096, one epoch + accuracy",
+                  [784, 1024, 1024, 10], "relu", "adam", 1e-3, 4096, "shuffle"),
 }
 
 
@@ -83,9 +84,15 @@ def load_data(data_dir=None):
     return ((x[:60000], t[:60000]), (x[60000:], t[60000:])), "SYNTHETIC (no Fashion-MNIST or MNIST found)"
 
 
+# Between runs: long enough for one library's idle worker threads (OpenMP, OpenBLAS) to stop spinning, so that
+# they do not slow down the next contender
+PAUSE_S = 0.3
+
+
 def _timed(contender, run, reset):
     reset()
     contender.synchronize()
+    time.sleep(PAUSE_S)
     start = time.perf_counter()
     result = run()
     contender.synchronize()
@@ -93,15 +100,16 @@ def _timed(contender, run, reset):
 
 
 def _interleaved(entries, repeats):
-    """Warm each entry up, then time them in turn, ``repeats`` rounds: a slow spell of the machine then falls on
-    every contender alike instead of on whichever ran during it."""
+    """Warm each entry up, then time them in turn, ``repeats`` rounds, the order rotating each round: a slow spell
+    of the machine then falls on every contender alike, and none always runs right after the same other one."""
     for entry in entries:
         _timed(*entry)
     seconds = [[] for _ in entries]
     results = [None] * len(entries)
-    for _ in range(repeats):
-        for i, entry in enumerate(entries):
-            elapsed, results[i] = _timed(*entry)
+    for round_ in range(repeats):
+        for k in range(len(entries)):
+            i = (k + round_) % len(entries)
+            elapsed, results[i] = _timed(*entries[i])
             seconds[i].append(elapsed)
     return seconds, results
 
@@ -220,7 +228,7 @@ def main(argv=None) -> int:
     gemm = gemm_rate(where.name)
     print(f"anynet {anynet.__version__} benchmark on {where.name}; data: {data_label}")
     print(f"hardware: {hardware(where.name)}")
-    print(f"measured float32 GEMM rate (2048^3 matmul, {where.xp.__name__}): {gemm:.1f} GFLOP/s")
+    print(f"measured float32 GEMM rate (4096^3 matmul, best of 3, {where.xp.__name__}): {gemm:.1f} GFLOP/s")
     print(f"each row: median of {args.repeats} runs after a warm-up [fastest-slowest], the contenders taking turns; "
           "ratios are time / peer's time")
     print(f"{'':<4}{'setting':<12}{'contender':<12}{'seconds':>10} {'[spread]':<16}{'images/s':>12}  "

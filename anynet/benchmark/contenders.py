@@ -223,7 +223,7 @@ class PyTorch:
             self.torch.cuda.synchronize(self.device)
 
 
-def gemm_rate(device_name: str, size: int = 2048, repeats: int = 5) -> float:
+def gemm_rate(device_name: str, size: int = 4096, repeats: int = 3) -> float:
     """Measured float32 GEMM GFLOP/s of ``device_name``'s library, best of ``repeats``."""
     import time
 

@@ -1,0 +1,238 @@
+"""The CUDA fast path: a training step of an Affine stack in a few fused CuPy kernels and cuBLAS calls.
+
+On a GPU the generic array-API path costs more host time per operation than PyTorch's eager mode, and a small
+network's step is nothing but small operations. Here a step is: a gather of the batch, one GEMM per layer
+forward with the bias and activation fused into one elementwise kernel, one kernel for softmax, cross-entropy
+and its gradient, the backward GEMMs, and the optimizer. Plain SGD folds its update into the weight-gradient GEMM
+(cuBLAS alpha = -lr, beta = 1 - lr * decay), so it needs no gradient buffers and no update kernel; the other
+optimizers update all parameters in one elementwise kernel over flat buffers. Nothing is read back to the host.
+``tests/test_kernels.py`` checks it against the generic path where a GPU is usable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cupy
+import cupy.cublas
+
+from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from ._flat import Flat
+
+SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
+EPSILON = 1e-7
+
+_bias_sigmoid = cupy.ElementwiseKernel(
+    "T a, T b", "T z", "z = (T)1 / ((T)1 + exp(-(a + b)))", "anynet_bias_sigmoid")
+_bias_relu = cupy.ElementwiseKernel(
+    "T a, T b", "T z", "T s = a + b; z = s > (T)0 ? s : (T)0", "anynet_bias_relu")
+_bias = cupy.ElementwiseKernel("T a, T b", "T z", "z = a + b", "anynet_bias")
+# d is read and written: pass the same array as d_in and d
+_sigmoid_backward = cupy.ElementwiseKernel(
+    "T z, T d_in", "T d", "d = d_in * z * ((T)1 - z)", "anynet_sigmoid_backward")
+_relu_backward = cupy.ElementwiseKernel(
+    "T z, T d_in", "T d", "d = z > (T)0 ? d_in : (T)0", "anynet_relu_backward")
+
+# One thread per row: the row's max, log-sum-exp, loss term and gradient (softmax - t) * scale, in one pass
+# over its few classes. The batch loss is then one sum.
+_SOFTMAX_HEAD = """
+    const ptrdiff_t base = i * classes;
+    T m = logits[base];
+    for (int j = 1; j < classes; ++j) { T v = logits[base + j]; m = v > m ? v : m; }
+    T s = 0;
+    for (int j = 0; j < classes; ++j) { s += exp(logits[base + j] - m); }
+    const T log_s = log(s);
+"""
+_softmax_xent_labels = cupy.ElementwiseKernel(
+    "raw T logits, int64 label, int32 classes, T scale", "T row_loss, raw T dy",
+    _SOFTMAX_HEAD + """
+    row_loss = log_s - (logits[base + label] - m);
+    for (int j = 0; j < classes; ++j) {
+        const T p = exp(logits[base + j] - m - log_s);
+        dy[base + j] = (p - (j == label ? (T)1 : (T)0)) * scale;
+    }
+    """, "anynet_softmax_xent_labels")
+_softmax_xent_targets = cupy.ElementwiseKernel(
+    "raw T logits, raw T target, int32 classes, T scale", "T row_loss, raw T dy",
+    _SOFTMAX_HEAD + """
+    T picked = 0;
+    for (int j = 0; j < classes; ++j) {
+        const T p = exp(logits[base + j] - m - log_s);
+        picked += target[base + j] * (logits[base + j] - m - log_s);
+        dy[base + j] = (p - target[base + j]) * scale;
+    }
+    row_loss = -picked;
+    """, "anynet_softmax_xent_targets")
+
+# Optimizers over flat buffers: one launch for every parameter at once. Each mirrors anynet.optimizers.
+_adam = cupy.ElementwiseKernel(
+    "T g, T lr_t, T beta1, T beta2, T eps", "T p, T m, T v",
+    """
+    m += ((T)1 - beta1) * (g - m);
+    v += ((T)1 - beta2) * (g * g - v);
+    p -= lr_t * m / (sqrt(v) + eps);
+    """, "anynet_adam")
+_momentum = cupy.ElementwiseKernel(
+    "T g, T lr, T momentum", "T p, T v", "v = momentum * v - lr * g; p += v", "anynet_momentum")
+_nesterov = cupy.ElementwiseKernel(
+    "T g, T lr, T momentum", "T p, T v",
+    "v = momentum * v - lr * g; p += momentum * momentum * v; p -= ((T)1 + momentum) * lr * g",
+    "anynet_nesterov")
+_adagrad = cupy.ElementwiseKernel(
+    "T g, T lr, T eps", "T p, T h", "h += g * g; p -= lr * g / (sqrt(h) + eps)", "anynet_adagrad")
+_rmsprop = cupy.ElementwiseKernel(
+    "T g, T lr, T decay, T eps", "T p, T h",
+    "h = decay * h + ((T)1 - decay) * g * g; p -= lr * g / (sqrt(h) + eps)", "anynet_rmsprop")
+
+
+def _bias_activation(z, b, relu, hidden):
+    if not hidden:
+        return _bias(z, b, z)
+    return (_bias_relu if relu else _bias_sigmoid)(z, b, z)
+
+
+class _Buffers:
+    def __init__(self, sizes, batch, dtype):
+        self.x = cupy.empty((batch, sizes[0]), dtype=dtype)
+        self.z = [None] + [cupy.empty((batch, n), dtype=dtype) for n in sizes[1:]]
+        self.dz = [None] + [cupy.empty((batch, n), dtype=dtype) for n in sizes[1:]]
+        self.row_loss = cupy.empty(batch, dtype=dtype)
+        self.ones = cupy.ones((batch, 1), dtype=dtype)
+
+
+class FusedStep:
+    """Gradient and update of an Affine stack on CuPy with one of the book's optimizers, fused."""
+
+    @classmethod
+    def create(cls, network, optimizer):
+        W1 = network.params["W1"]
+        if type(optimizer) not in SUPPORTED_OPTIMIZERS or W1.dtype not in (cupy.float32, cupy.float64):
+            return None
+        if network.activation not in ("relu", "sigmoid"):
+            return None
+        return cls(network, optimizer)
+
+    def __init__(self, network, optimizer):
+        self.network = network
+        self.optimizer = optimizer
+        self.depth = network.depth
+        self.sizes = network.sizes
+        self.relu = network.activation == "relu"
+        self.sgd = type(optimizer) is SGD
+        self.dtype = network.params["W1"].dtype
+        self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
+        self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
+        self.shapes = {name: value.shape for name, value in network.params.items()}
+        self.buffers = {}
+        self.params = self.grads = None
+        self.slots = {}
+
+    def _bind(self):
+        """Flat buffers for the parameters, gradients and optimizer state (not needed by SGD's folded update)."""
+        if self.sgd:
+            return
+        params = self.network.params
+        if self.params is None or not self.params.holds(params):
+            self.params = Flat(cupy, self.shapes, self.dtype, params)
+            params.update(self.params.views)
+            self.network._build_layers()
+            self.grads = Flat(cupy, self.shapes, self.dtype)
+        for slot in self.optimizer.slots:
+            state = self.optimizer.state[slot]
+            if slot not in self.slots or not self.slots[slot].holds(state):
+                self.slots[slot] = Flat(cupy, self.shapes, self.dtype, state)
+                state.update(self.slots[slot].views)
+
+    def _buffers(self, batch):
+        if batch not in self.buffers:
+            self.buffers[batch] = _Buffers(self.sizes, batch, self.dtype)
+        return self.buffers[batch]
+
+    def __call__(self, x, t, indices=None):
+        """One step on the samples ``indices`` of (x, t) (all if None); returns the loss as a 0-D device array."""
+        self._bind()
+        batch = x.shape[0] if indices is None else indices.shape[0]
+        buf = self._buffers(batch)
+        params = self.network.params
+        W, b = self.W, self.b
+        if indices is None:
+            xb, tb = x.reshape(batch, -1), t
+        else:
+            xb = cupy.take(x.reshape(x.shape[0], -1), indices, axis=0, out=buf.x)
+            tb = cupy.take(t, indices, axis=0)
+
+        h = xb
+        for i in range(1, self.depth + 1):
+            z = buf.z[i]
+            cupy.matmul(h, params[W[i]], out=z)
+            _bias_activation(z, params[b[i]], self.relu, i < self.depth)
+            h = z
+
+        logits, dy = buf.z[self.depth], buf.dz[self.depth]
+        classes = self.sizes[-1]
+        if tb.ndim == 1:
+            _softmax_xent_labels(logits, tb.astype(cupy.int64, copy=False), classes, 1.0 / batch, buf.row_loss, dy)
+        else:
+            _softmax_xent_targets(logits, tb.astype(self.dtype, copy=False), classes, 1.0 / batch, buf.row_loss, dy)
+        loss = buf.row_loss.sum() / batch
+
+        decay = self.network.weight_decay_lambda
+        if decay:
+            loss = loss + 0.5 * decay * sum(cupy.vdot(params[W[i]], params[W[i]]) for i in range(1, self.depth + 1))
+        for i in range(self.depth, 0, -1):
+            below = xb if i == 1 else buf.z[i - 1]
+            if i > 1:  # the gradient for the layer below, from this layer's weights before they change
+                d_below = buf.dz[i - 1]
+                cupy.matmul(dy, params[W[i]].T, out=d_below)
+            if self.sgd:
+                lr = self.optimizer.lr
+                # W <- (1 - lr decay) W - lr below^T dy  and  b <- b - lr dy^T 1: the update inside the GEMMs
+                cupy.cublas.gemm("T", "N", below, dy, out=params[W[i]], alpha=-lr, beta=1.0 - lr * decay)
+                cupy.cublas.gemm("T", "N", dy, buf.ones, out=params[b[i]].reshape(-1, 1), alpha=-lr, beta=1.0)
+            else:
+                grads = self.grads.views
+                if decay:
+                    cupy.copyto(grads[W[i]], params[W[i]])
+                cupy.cublas.gemm("T", "N", below, dy, out=grads[W[i]], alpha=1.0, beta=decay)
+                cupy.sum(dy, axis=0, out=grads[b[i]])
+            if i > 1:
+                (_relu_backward if self.relu else _sigmoid_backward)(below, d_below, d_below)
+                dy = d_below
+        if not self.sgd:
+            self._update()
+        self.network.last_loss = loss
+        return loss
+
+    def _update(self):
+        opt = self.optimizer
+        kind = type(opt)
+        p, g = self.params.buffer, self.grads.buffer
+        if kind is Adam:
+            opt.iter += 1
+            lr_t = opt.lr * math.sqrt(1.0 - opt.beta2**opt.iter) / (1.0 - opt.beta1**opt.iter)
+            _adam(g, lr_t, opt.beta1, opt.beta2, EPSILON, p, self.slots["m"].buffer, self.slots["v"].buffer)
+        elif kind is Momentum:
+            _momentum(g, opt.lr, opt.momentum, p, self.slots["v"].buffer)
+        elif kind is Nesterov:
+            _nesterov(g, opt.lr, opt.momentum, p, self.slots["v"].buffer)
+        elif kind is AdaGrad:
+            _adagrad(g, opt.lr, EPSILON, p, self.slots["h"].buffer)
+        else:
+            _rmsprop(g, opt.lr, opt.decay_rate, EPSILON, p, self.slots["h"].buffer)
+
+
+def predict_labels(network, x, batch_size: int = 10000):
+    """argmax of the scores for each row of ``x``, computed with the fused bias-activation kernels."""
+    params = network.params
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    relu = network.activation == "relu"
+    pieces = []
+    for start in range(0, n, batch_size):
+        h = flat[start:min(start + batch_size, n)]
+        for i in range(1, network.depth + 1):
+            z = cupy.matmul(h, params[f"W{i}"])
+            _bias_activation(z, params[f"b{i}"], relu, i < network.depth)
+            h = z
+        pieces.append(cupy.argmax(h, axis=1))
+    return pieces[0] if len(pieces) == 1 else cupy.concatenate(pieces)
