@@ -287,7 +287,9 @@ class Device:
             return self._from_host(host, dtype)
         if library == self.library:
             moved = x if _device_name_of(x, library) == self.name else array_api_compat.to_device(x, self.native)
-        elif {library, self.library} == {"cupy", "torch"} and "torch:cpu" not in (self.name, _device_name_of(x, library)):
+        elif {library, self.library} == {"cupy", "torch"} and "torch:cpu" not in (
+            self.name, _device_name_of(x, library)
+        ):
             # Both live on CUDA: hand the buffer over with DLPack instead of a trip through host memory.
             moved = self.xp.from_dlpack(x)
             if _device_name_of(moved, self.library) != self.name:

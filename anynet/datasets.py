@@ -63,7 +63,8 @@ def _idx_files(md5s: dict) -> dict:
     files = {}
     for split in SPLITS:
         n = sizes[split]
-        files[(split, "images")] = DataFile(f"{prefix[split]}-images-idx3-ubyte.gz", md5s[(split, "images")], (n, 28, 28))
+        files[(split, "images")] = DataFile(f"{prefix[split]}-images-idx3-ubyte.gz", md5s[(split, "images")],
+                                            (n, 28, 28))
         files[(split, "labels")] = DataFile(f"{prefix[split]}-labels-idx1-ubyte.gz", md5s[(split, "labels")], (n,))
     return files
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any
 
 from .backend import Device, device as make_device, host_generator, namespace, to_numpy
 from .io import load_params, read_metadata, save_params

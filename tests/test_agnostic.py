@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "anynet"
 # Modules allowed to name a library: the backend, host-side I/O that reads files into NumPy, the fast paths in
 # _kernels/ and the benchmark's peers (written in their own libraries on purpose).
 ALLOWED = {"backend.py", "datasets.py", "idx.py", "io.py"}
-LIBRARY_NAME = re.compile(r"\b(import\s+(numpy|cupy|torch|array_api_strict)|from\s+(numpy|cupy|torch|array_api_strict)\b|np\.|cupy\.|torch\.)")
+LIBRARIES = "numpy|cupy|torch|array_api_strict"
+LIBRARY_NAME = re.compile(rf"\b(import\s+({LIBRARIES})|from\s+({LIBRARIES})\b|np\.|cupy\.|torch\.)")
 
 
 def test_no_array_library_is_named_outside_the_backend():

@@ -138,6 +138,6 @@ def test_namespace_refuses_mixed_libraries_and_devices(device, other):
         anynet.namespace(mine, 0.5, theirs.asarray([2.0]))
     message = str(caught.value)
     assert f"argument 0: {backend._LIBRARY_MODULES[device.library]}" in message
-    assert f"on device {device.name!r}" in message and f"argument 2: " in message
+    assert f"on device {device.name!r}" in message and "argument 2: " in message
     assert f"on device {theirs.name!r}" in message
     assert f"anynet.device({device.name!r}).asarray(x)" in message

@@ -37,7 +37,8 @@ def test_train_save_evaluate(synthetic, tmp_path, capsys):
     assert meta["test_accuracy"] == pytest.approx(final, abs=1e-4)
     assert read_metadata(tmp_path / "ckpt.npz")["epoch"] == 2
 
-    assert cli.main(["evaluate", "--weights", str(model), "--dataset", "fashion-mnist", "--device", "strict:device1"]) == 0
+    argv = ["evaluate", "--weights", str(model), "--dataset", "fashion-mnist", "--device", "strict:device1"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert f"accuracy: {final:.4f} ({round(final * 500)} of 500 fashion-mnist test images)" in out
     assert "  0  T-shirt/top" in out and "confusion matrix (rows: true class, columns: predicted class):" in out

@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import anynet
 from anynet import functions as F
 from anynet.backend import to_numpy
 from tests.helpers import assert_close, float_name, tolerance

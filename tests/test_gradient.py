@@ -25,7 +25,8 @@ def test_numerical_diff_on_arrays(device):
     assert_close(slope, [0.2, 0.3], device=device, dtype=dtype, atol=1e-9 if dtype == "float64" else 2e-3)
 
 
-@pytest.mark.parametrize("point, expected", [((3.0, 4.0), (6.0, 8.0)), ((0.0, 2.0), (0.0, 4.0)), ((3.0, 0.0), (6.0, 0.0))])
+@pytest.mark.parametrize("point, expected",
+                         [((3.0, 4.0), (6.0, 8.0)), ((0.0, 2.0), (0.0, 4.0)), ((3.0, 0.0), (6.0, 0.0))])
 def test_numerical_gradient_seed_values(device, point, expected):
     dtype = float_name(device)
     x = device.asarray(point, dtype=dtype)

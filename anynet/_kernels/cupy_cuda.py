@@ -17,7 +17,7 @@ import cupy
 import cupy.cublas
 
 from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from ._flat import Flat
+from ._fused import FusedStepBase
 
 SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
 EPSILON = 1e-7
@@ -100,53 +100,19 @@ class _Buffers:
         self.ones = cupy.ones((batch, 1), dtype=dtype)
 
 
-class FusedStep:
+class FusedStep(FusedStepBase):
     """Gradient and update of an Affine stack on CuPy with one of the book's optimizers, fused."""
 
-    @classmethod
-    def create(cls, network, optimizer):
-        W1 = network.params["W1"]
-        if type(optimizer) not in SUPPORTED_OPTIMIZERS or W1.dtype not in (cupy.float32, cupy.float64):
-            return None
-        if network.activation not in ("relu", "sigmoid"):
-            return None
-        return cls(network, optimizer)
+    xp = cupy
+    Buffers = _Buffers
+    supported = SUPPORTED_OPTIMIZERS
 
     def __init__(self, network, optimizer):
-        self.network = network
-        self.optimizer = optimizer
-        self.depth = network.depth
-        self.sizes = network.sizes
-        self.relu = network.activation == "relu"
+        super().__init__(network, optimizer)
         self.sgd = type(optimizer) is SGD
-        self.dtype = network.params["W1"].dtype
-        self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
-        self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
-        self.shapes = {name: value.shape for name, value in network.params.items()}
-        self.buffers = {}
-        self.params = self.grads = None
-        self.slots = {}
 
-    def _bind(self):
-        """Flat buffers for the parameters, gradients and optimizer state (not needed by SGD's folded update)."""
-        if self.sgd:
-            return
-        params = self.network.params
-        if self.params is None or not self.params.holds(params):
-            self.params = Flat(cupy, self.shapes, self.dtype, params)
-            params.update(self.params.views)
-            self.network._build_layers()
-            self.grads = Flat(cupy, self.shapes, self.dtype)
-        for slot in self.optimizer.slots:
-            state = self.optimizer.state[slot]
-            if slot not in self.slots or not self.slots[slot].holds(state):
-                self.slots[slot] = Flat(cupy, self.shapes, self.dtype, state)
-                state.update(self.slots[slot].views)
-
-    def _buffers(self, batch):
-        if batch not in self.buffers:
-            self.buffers[batch] = _Buffers(self.sizes, batch, self.dtype)
-        return self.buffers[batch]
+    def needs_flat_params(self) -> bool:
+        return not self.sgd  # SGD's update happens inside the GEMMs: no gradient or state buffers
 
     def __call__(self, x, t, indices=None):
         """One step on the samples ``indices`` of (x, t) (all if None); returns the loss as a 0-D device array."""

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from ._flat import Flat
+from ._fused import FusedStepBase
 
 SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
 EPSILON = 1e-7
@@ -42,57 +42,17 @@ class _Buffers:
         self.log = np.empty((batch, 1), dtype=dtype)
 
 
-class FusedStep:
-    """Gradient and update of ``network`` (TwoLayerNet / MultiLayerNet on NumPy) with ``optimizer``, fused.
+class FusedStep(FusedStepBase):
+    """Gradient and update of ``network`` (TwoLayerNet / MultiLayerNet on NumPy) with ``optimizer``, fused."""
 
-    On first use the network's parameters (and the optimizer's state) are moved into one flat buffer each, the
-    dict entries becoming views of it: everything else keeps working on them as before.
-    """
-
-    @classmethod
-    def create(cls, network, optimizer):
-        """The fused step, or None when this network or optimizer has no fast path here."""
-        W1 = network.params["W1"]
-        if type(optimizer) not in SUPPORTED_OPTIMIZERS or W1.dtype not in (np.float32, np.float64):
-            return None
-        if network.activation not in ("relu", "sigmoid"):
-            return None
-        return cls(network, optimizer)
+    xp = np
+    Buffers = _Buffers
+    scratch_flats = ("work",)
+    supported = SUPPORTED_OPTIMIZERS
 
     def __init__(self, network, optimizer):
-        self.network = network
-        self.optimizer = optimizer
-        self.depth = network.depth
-        self.sizes = network.sizes
-        self.relu = network.activation == "relu"
+        super().__init__(network, optimizer)
         self.sgd = type(optimizer) is SGD
-        self.dtype = network.params["W1"].dtype
-        self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
-        self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
-        self.shapes = {name: value.shape for name, value in network.params.items()}
-        self.buffers = {}
-        self.params = self.grads = self.work = None
-        self.slots = {}
-
-    def _bind(self):
-        """Put the parameters and optimizer state into flat buffers, again if anything replaced them."""
-        params = self.network.params
-        if self.params is None or not self.params.holds(params):
-            self.params = Flat(np, self.shapes, self.dtype, params)
-            params.update(self.params.views)
-            self.network._build_layers()
-            self.grads = Flat(np, self.shapes, self.dtype)
-            self.work = Flat(np, self.shapes, self.dtype)
-        for slot in self.optimizer.slots:
-            state = self.optimizer.state[slot]
-            if slot not in self.slots or not self.slots[slot].holds(state):
-                self.slots[slot] = Flat(np, self.shapes, self.dtype, state)
-                state.update(self.slots[slot].views)
-
-    def _buffers(self, batch):
-        if batch not in self.buffers:
-            self.buffers[batch] = _Buffers(self.sizes, batch, self.dtype)
-        return self.buffers[batch]
 
     def __call__(self, x, t, indices=None):
         """One step on the samples ``indices`` of (x, t) (all of them if None); returns the loss as a 0-D array.
@@ -182,7 +142,7 @@ class FusedStep:
     def _update(self):
         """The optimizer's update, over the flat buffers at once."""
         opt = self.optimizer
-        p, g, w = self.params.buffer, self.grads.buffer, self.work.buffer
+        p, g, w = self.params.buffer, self.grads.buffer, self.scratch["work"].buffer
         kind = type(opt)
         if kind is SGD:
             if self.network.weight_decay_lambda:
