@@ -24,7 +24,8 @@ from .functions import (
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .datasets import load_dataset, load_fashion_mnist, load_mnist
 from .io import load_params, save_params
-from .networks import forward, init_network, predict
+from .networks import MultiLayerNet, TwoLayerNet, forward, init_network, predict
+from .trainer import Trainer
 
 __all__ = [
     "__version__",
@@ -57,4 +58,7 @@ __all__ = [
     "forward",
     "init_network",
     "predict",
+    "TwoLayerNet",
+    "MultiLayerNet",
+    "Trainer",
 ]

@@ -169,12 +169,14 @@ def _not_found_message(info, split, filenames, folders, failures, tried_download
         lines.append("download=False, so nothing was downloaded")
     lines.append(
         f"To fix: download the files by hand (e.g. from {mirrors[0] if mirrors else info.mirrors[0]}) into "
-        f"{cache_folder(info.name)} or $ANYNET_DATA/{info.name}/, or pass root=FOLDER; "
+        f"{cache_folder(info.name)} or $ANYNET_DATA/{info.name}/, or pass root=FOLDER (--data-dir FOLDER on the "
+        "command line); "
         f"set {info.mirror_variable} to other mirrors (comma-separated base URLs)."
     )
     for other in SPLITS:
         if other != split and all(_find(info, data, folders) for data in info.split_files(other).values()):
-            lines.append(f"The {other} split is present: load it alone with split={other!r}.")
+            lines.append(f"The {other} split is present: load it alone with split={other!r}"
+                         + (" (anynet evaluate reads only the test split)." if other == "test" else "."))
     return "\n".join(lines)
 
 
