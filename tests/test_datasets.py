@@ -115,7 +115,7 @@ def test_a_missing_split_names_the_files_the_folders_and_the_way_out(tiny, tmp_p
     for folder in (root, tmp_path / "cache" / "anynet" / "tiny", tmp_path / "system" / "tiny"):
         assert str(folder) in message
     assert "download=False" in message and "ANYNET_TINY_MIRROR" in message
-    assert "The test split is present: load it alone with split='test'." in message
+    assert "The test split is present: load it alone with split='test' (anynet evaluate reads only" in message
 
 
 def test_unknown_names_are_clear(tiny):
