@@ -162,22 +162,24 @@ class _AffineStack:
         return loss
 
     def accuracy(self, x: Any, t: Any, batch_size: int = 10000) -> float:
-        """The fraction of samples whose highest score is the label (``t``: labels or one-hot), as a float."""
-        x = on_device_of(self.params["W1"], x)
+        """The fraction of samples whose highest score is the label (``t``: labels or one-hot), as a float.
+
+        Host input moves onto the device ``batch_size`` rows at a time, so a dataset that does not fit there can
+        still be scored.
+        """
         t = on_device_of(self.params["W1"], t)
-        xp = namespace(x, t)
+        xp = namespace(t)
         labels = xp.argmax(t, axis=1) if t.ndim != 1 else t
         self._check_features(x)
         fast = predict_labels(self)
-        if fast is not None:
-            return int(to_numpy(xp.sum(xp.astype(fast(x, batch_size) == labels, xp.int64)))) / x.shape[0]
-        correct = []
         n = x.shape[0]
+        correct = []
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)  # the array API leaves out-of-range slice ends unspecified
-            guess = xp.argmax(self.predict(x[start:stop, ...]), axis=1)
+            chunk = on_device_of(self.params["W1"], x[start:stop, ...])
+            guess = fast(chunk, batch_size) if fast is not None else xp.argmax(self.predict(chunk), axis=1)
             correct.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
-        return int(to_numpy(sum(correct[1:], correct[0]))) / x.shape[0]
+        return int(to_numpy(sum(correct[1:], correct[0]))) / n
 
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of the loss by backpropagation, as a dict like ``params``. The loss is kept in ``last_loss``

@@ -101,7 +101,7 @@ class Trainer:
         """Data on the device (once) when it fits, else left on the host and moved batch by batch."""
         if self.resident:
             return self.where.asarray(x, dtype=self._dtype), self.where.asarray(t)
-        return x, t
+        return to_numpy(x), to_numpy(t)  # on the host once; each batch is then sliced there and moved
 
     def _batch(self, x, t, indices_device, indices_host, start, stop):
         if self.resident:
@@ -109,7 +109,7 @@ class Trainer:
             chosen = indices_device[start:stop]
             return xp.take(x, chosen, axis=0), xp.take(t, chosen, axis=0)
         chosen = indices_host[start:stop]
-        return self.where.asarray(to_numpy(x)[chosen], dtype=self._dtype), self.where.asarray(to_numpy(t)[chosen])
+        return self.where.asarray(x[chosen], dtype=self._dtype), self.where.asarray(t[chosen])
 
     def _epoch_order(self):
         """This epoch's sample indices, drawn on the host from the seeded generator."""

@@ -86,6 +86,7 @@ def test_data_too_big_for_the_device_goes_batch_by_batch(data, monkeypatch):
     streamed = run()
     assert resident.resident and not streamed.resident
     assert streamed.train_loss_list == resident.train_loss_list
+    assert streamed.train_acc_list == resident.train_acc_list and streamed.test_acc_list == resident.test_acc_list
 
 
 def _interrupt_after(monkeypatch, steps):
