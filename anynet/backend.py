@@ -252,11 +252,6 @@ class Device:
     def __hash__(self) -> int:
         return hash(self.name)
 
-    @property
-    def float_dtype(self) -> Any:
-        """The widest real floating dtype this device supports (float64 where it can, else float32)."""
-        return self.xp.float64 if self.supports_float64 else self.xp.float32
-
     def dtype(self, dtype: Any) -> Any:
         """``dtype`` ("float32", "float64", "int64", ... or a dtype object) as this device's library spells it."""
         if dtype is None:

@@ -287,35 +287,19 @@ def load_dataset(
     return loaded if split is None else loaded[0]
 
 
-def load_mnist(
-    normalize: bool = True,
-    flatten: bool = True,
-    one_hot_label: bool = False,
-    *,
-    split: "str | None" = None,
-    root: "str | os.PathLike | None" = None,
-    download: bool = True,
-    mirrors: "Sequence[str] | str | None" = None,
-    timeout: float = 30.0,
-    progress: "bool | None" = None,
-):
-    """The book's ``load_mnist``: ``((x_train, t_train), (x_test, t_test))``; see :func:`load_dataset`."""
-    return load_dataset("mnist", normalize, flatten, one_hot_label, split=split, root=root, download=download,
-                        mirrors=mirrors, timeout=timeout, progress=progress)
+def _loader(name: str, summary: str):
+    """``load_dataset`` for one dataset, with the book's ``load_mnist`` signature."""
+
+    def load(normalize: bool = True, flatten: bool = True, one_hot_label: bool = False, *,
+             split: str | None = None, root: str | os.PathLike | None = None, download: bool = True,
+             mirrors: Sequence[str] | str | None = None, timeout: float = 30.0, progress: bool | None = None):
+        return load_dataset(name, normalize, flatten, one_hot_label, split=split, root=root, download=download,
+                            mirrors=mirrors, timeout=timeout, progress=progress)
+
+    load.__name__ = load.__qualname__ = f"load_{name.replace('-', '_')}"
+    load.__doc__ = f"{summary}; see :func:`load_dataset` for the options."
+    return load
 
 
-def load_fashion_mnist(
-    normalize: bool = True,
-    flatten: bool = True,
-    one_hot_label: bool = False,
-    *,
-    split: "str | None" = None,
-    root: "str | os.PathLike | None" = None,
-    download: bool = True,
-    mirrors: "Sequence[str] | str | None" = None,
-    timeout: float = 30.0,
-    progress: "bool | None" = None,
-):
-    """Fashion-MNIST with the same shapes and options as :func:`load_mnist`; see :func:`load_dataset`."""
-    return load_dataset("fashion-mnist", normalize, flatten, one_hot_label, split=split, root=root,
-                        download=download, mirrors=mirrors, timeout=timeout, progress=progress)
+load_mnist = _loader("mnist", "The book's ``load_mnist``: ``((x_train, t_train), (x_test, t_test))``")
+load_fashion_mnist = _loader("fashion-mnist", "Fashion-MNIST with the same shapes and options as :func:`load_mnist`")

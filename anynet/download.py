@@ -17,7 +17,7 @@ from typing import Sequence
 from ._atomic import atomic_write
 from ._progress import progress_bar
 
-__all__ = ["DownloadError", "download", "md5_of"]
+__all__ = ["DownloadError", "download"]
 
 _CHUNK = 1 << 16
 
@@ -28,14 +28,6 @@ class DownloadError(OSError):
     def __init__(self, message: str, failures: list[tuple[str, str]]):
         super().__init__(message)
         self.failures = failures
-
-
-def md5_of(path: "str | os.PathLike") -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as source:
-        for chunk in iter(lambda: source.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(

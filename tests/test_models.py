@@ -135,3 +135,10 @@ def test_load_params_copies_so_training_leaves_the_source_alone(device):
     SGD(lr=0.5).update(net.params, net.gradient(x.astype(np.float32), t))
     for name in source:
         assert np.array_equal(source[name], kept[name]), name
+
+
+def test_the_books_layer_names():
+    net = TwoLayerNet(4, 3, 2, activation="relu", seed=0)
+    assert list(net.layers) == ["Affine1", "Relu1", "Affine2"] and net.lastLayer is net.last_layer
+    mlp = MultiLayerNet(4, [3, 3], 2, activation="sigmoid", seed=0)
+    assert list(mlp.layers) == ["Affine1", "Sigmoid1", "Affine2", "Sigmoid2", "Affine3"]
