@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import namespace
+from .backend import namespace, native_device
 
 __all__ = [
     "step_function",
@@ -97,7 +97,7 @@ mean_squared_error = sum_squared_error
 def _labels_and_batch(xp, y, t):
     """The book's normalisation of (y, t): 1-D becomes a batch of one, one-hot ``t`` becomes integer labels."""
     if not hasattr(t, "shape"):  # a Python int label
-        t = xp.asarray(t, device=y.device)
+        t = xp.asarray(t, device=native_device(y))
     if y.ndim == 1:
         y = xp.reshape(y, (1, -1))
         if t.ndim == 1 and t.shape[0] == y.shape[1]:
@@ -141,7 +141,7 @@ def softmax_cross_entropy(logits: Any, t: Any) -> Any:
     xp = namespace(logits, t)
     logits = _floating(xp, logits)
     if not hasattr(t, "shape"):
-        t = xp.asarray(t, device=logits.device)
+        t = xp.asarray(t, device=native_device(logits))
     log_p = _log_softmax(xp, logits if logits.ndim > 1 else xp.reshape(logits, (1, -1)))
     batch = log_p.shape[0]
     if tuple(t.shape) == tuple(logits.shape):
