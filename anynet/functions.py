@@ -121,6 +121,13 @@ def _pick(xp, y, labels):
     return xp.take_along_axis(y, xp.reshape(labels, (-1, 1)), axis=-1)
 
 
+def _mean_nll(xp, log_p, t):
+    """The batch mean of -log_p at labels ``t`` (1-D), or of -sum(t * log_p) for targets ``t`` shaped like log_p."""
+    if t.ndim == log_p.ndim:
+        return -xp.sum(t * log_p) / log_p.shape[0]
+    return -xp.sum(_pick(xp, log_p, t)) / log_p.shape[0]
+
+
 def cross_entropy_error(y: Any, t: Any) -> Any:
     """The book's cross-entropy of probabilities ``y`` and labels ``t``, averaged over the batch.
 
@@ -143,11 +150,10 @@ def softmax_cross_entropy(logits: Any, t: Any) -> Any:
     if not hasattr(t, "shape"):
         t = xp.asarray(t, device=native_device(logits))
     log_p = _log_softmax(xp, logits if logits.ndim > 1 else xp.reshape(logits, (1, -1)))
-    batch = log_p.shape[0]
     if tuple(t.shape) == tuple(logits.shape):
-        return -xp.sum(xp.reshape(t, log_p.shape) * log_p) / batch
+        return _mean_nll(xp, log_p, xp.reshape(t, log_p.shape))
     _, labels = _labels_and_batch(xp, log_p, t)
-    return -xp.sum(_pick(xp, log_p, labels)) / batch
+    return _mean_nll(xp, log_p, labels)
 
 
 def sigmoid_grad(x: Any) -> Any:

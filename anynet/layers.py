@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backend import namespace, native_device
-from .functions import _floating, _log_softmax, _sigmoid
+from .functions import _floating, _log_softmax, _mean_nll, _sigmoid
 
 __all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss"]
 
@@ -89,12 +89,7 @@ class SoftmaxWithLoss:
         log_p = _log_softmax(xp, x)
         self.y = xp.exp(log_p)
         self.t = t
-        batch = x.shape[0]
-        if t.ndim == x.ndim:
-            self.loss = -xp.sum(t * log_p) / batch
-        else:
-            picked = xp.take_along_axis(log_p, xp.reshape(t, (-1, 1)), axis=1)
-            self.loss = -xp.sum(picked) / batch
+        self.loss = _mean_nll(xp, log_p, t)
         return self.loss
 
     def backward(self, dout: Any = 1) -> Any:

@@ -47,18 +47,14 @@ def predict(network: dict[str, Any], x: Any) -> Any:
     ``network`` holds W1, b1, W2, b2, W3, b3 (e.g. from ``anynet.io.load_params("sample_weight.pkl")``); ``x``
     is one flattened image or a batch. Host input (NumPy) is moved onto the weights' device.
     """
-    W1, W2, W3 = network["W1"], network["W2"], network["W3"]
-    b1, b2, b3 = network["b1"], network["b2"], network["b3"]
+    W1 = network["W1"]
     x = on_device_of(W1, x)
     if x.shape[-1] != W1.shape[0]:
         raise ValueError(
             f"input has {x.shape[-1]} features per sample, the network's W1 expects {W1.shape[0]} "
             f"(input shape {tuple(x.shape)}, W1 shape {tuple(W1.shape)}); flatten images to (N, {W1.shape[0]})"
         )
-    namespace(x, W1)
-    z1 = sigmoid(x @ W1 + b1)
-    z2 = sigmoid(z1 @ W2 + b2)
-    return softmax(z2 @ W3 + b3)
+    return softmax(forward(network, x))
 
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": Relu}
