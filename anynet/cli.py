@@ -42,8 +42,15 @@ def _pick_device(spec: str):
 
 
 def _check_output_path(option: str, path: "str | None") -> None:
-    if path is not None and not Path(path).expanduser().resolve().parent.is_dir():
+    """Fail now, not after training, on an output file that cannot be written (a --plot also needs matplotlib)."""
+    if path is None:
+        return
+    if not Path(path).expanduser().resolve().parent.is_dir():
         raise UserError(f"{option} {path}: the folder {Path(path).expanduser().resolve().parent} does not exist")
+    if option == "--plot":
+        from .plot import _pyplot
+
+        _pyplot()
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -57,10 +64,6 @@ def _train(args: argparse.Namespace) -> int:
         _check_output_path(option, path)
     if args.resume is not None and not Path(args.resume).is_file():
         raise UserError(f"--resume {args.resume}: no such checkpoint file")
-    if args.plot is not None:
-        from .plot import _pyplot
-
-        _pyplot()
     if args.model == "two-layer" and len(args.hidden) != 1:
         raise UserError(f"--model two-layer takes one --hidden size, got {len(args.hidden)}: {args.hidden}")
     if args.epochs < 1 or args.batch_size < 1:
@@ -119,10 +122,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not Path(args.weights).is_file():
         raise UserError(f"--weights {args.weights}: no such file")
     _check_output_path("--plot", args.plot)
-    if args.plot is not None:
-        from .plot import _pyplot
-
-        _pyplot()
     where = _pick_device(args.device)
     network = _network_from_file(args.weights, where)
     x, t = load_dataset(args.dataset, split="test", root=args.data_dir)

@@ -91,6 +91,17 @@ def _bias_activation(z, b, relu, hidden):
     return (_bias_relu if relu else _bias_sigmoid)(z, b, z)
 
 
+def _forward(params, h, outputs, relu):
+    """``h`` through the Affine stack ``params``, layer i writing into ``outputs[i]`` (None: a new array; index 0
+    unused), bias and activation fused into one kernel; returns the last layer's scores."""
+    depth = len(outputs) - 1
+    for i in range(1, depth + 1):
+        z = cupy.matmul(h, params[f"W{i}"], out=outputs[i])
+        _bias_activation(z, params[f"b{i}"], relu, i < depth)
+        h = z
+    return h
+
+
 class _Buffers:
     def __init__(self, sizes, batch, dtype):
         self.x = cupy.empty((batch, sizes[0]), dtype=dtype)
@@ -127,12 +138,7 @@ class FusedStep(FusedStepBase):
             xb = cupy.take(x.reshape(x.shape[0], -1), indices, axis=0, out=buf.x)
             tb = cupy.take(t, indices, axis=0)
 
-        h = xb
-        for i in range(1, self.depth + 1):
-            z = buf.z[i]
-            cupy.matmul(h, params[W[i]], out=z)
-            _bias_activation(z, params[b[i]], self.relu, i < self.depth)
-            h = z
+        _forward(params, xb, buf.z, self.relu)
 
         logits, dy = buf.z[self.depth], buf.dz[self.depth]
         classes = self.sizes[-1]
@@ -194,11 +200,8 @@ def predict_labels(network, x, batch_size: int = 10000):
     flat = x.reshape(n, -1)
     relu = network.activation == "relu"
     pieces = []
+    outputs = [None] * (network.depth + 1)  # no buffers: let matmul allocate each chunk's activations
     for start in range(0, n, batch_size):
-        h = flat[start:min(start + batch_size, n)]
-        for i in range(1, network.depth + 1):
-            z = cupy.matmul(h, params[f"W{i}"])
-            _bias_activation(z, params[f"b{i}"], relu, i < network.depth)
-            h = z
-        pieces.append(cupy.argmax(h, axis=1))
+        scores = _forward(params, flat[start:min(start + batch_size, n)], outputs, relu)
+        pieces.append(cupy.argmax(scores, axis=1))
     return pieces[0] if len(pieces) == 1 else cupy.concatenate(pieces)

@@ -78,17 +78,7 @@ class FusedStep(FusedStepBase):
             tb = t[indices]
 
         # forward
-        h = xb
-        for i in range(1, self.depth + 1):
-            z = buf.z[i]
-            np.matmul(h, params[W[i]], out=z)
-            z += params[b[i]]
-            if i < self.depth:
-                if self.relu:
-                    np.maximum(z, 0, out=z)
-                else:
-                    _sigmoid_in_place(z)
-            h = z
+        _forward_in_place(params, xb, buf.z, self.relu)
 
         # softmax and cross-entropy from the logits, and their gradient (softmax - t) / batch
         logits, dy, column = buf.z[self.depth], buf.dz[self.depth], buf.column
@@ -210,16 +200,23 @@ def predict_labels(network, x, batch_size: int = 10000):
 
 
 def _predict_chunk(network, h, layers, labels):
-    params = network.params
-    rows = h.shape[0]
-    for i in range(1, network.depth + 1):
-        z = layers[i - 1][:rows]
+    outputs = [None] + [layer[:h.shape[0]] for layer in layers]
+    scores = _forward_in_place(network.params, h, outputs, network.activation == "relu")
+    np.argmax(scores, axis=1, out=labels)
+
+
+def _forward_in_place(params, h, outputs, relu):
+    """``h`` through the Affine stack ``params``, layer i writing into ``outputs[i]`` (index 0 unused), the hidden
+    layers with their activation applied in place; returns the last layer's scores."""
+    depth = len(outputs) - 1
+    for i in range(1, depth + 1):
+        z = outputs[i]
         np.matmul(h, params[f"W{i}"], out=z)
         z += params[f"b{i}"]
-        if i < network.depth:
-            if network.activation == "relu":
+        if i < depth:
+            if relu:
                 np.maximum(z, 0, out=z)
             else:
                 _sigmoid_in_place(z)
         h = z
-    np.argmax(h, axis=1, out=labels)
+    return h
