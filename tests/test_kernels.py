@@ -53,6 +53,30 @@ def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, 
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("targets", ["labels", "one-hot"])
+def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
+    """Softmax regression (MultiLayerNet with no hidden layer): the output layer is also the first one."""
+    where = anynet.device(device_name)
+    nets = [MultiLayerNet(20, [], 5, weight_init_std=0.3, weight_decay_lambda=0.01, device=where, seed=6)
+            for _ in range(2)]
+    fast_opt, slow_opt = (make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2))
+    step = _kernels.fused_step(nets[0], fast_opt)
+    x, labels, one_hot = _problem(4)
+    x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
+    for k in range(3):
+        indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
+        fast_loss = step(x, t, indices)
+        slow_opt.update(nets[1].params, nets[1].gradient(where.xp.take(x, indices, axis=0),
+                                                           where.xp.take(t, indices, axis=0)))
+        assert float(to_numpy(fast_loss)) == pytest.approx(float(to_numpy(nets[1].last_loss)), rel=1e-5)
+    for name, value in nets[1].params.items():
+        np.testing.assert_allclose(to_numpy(nets[0].params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+    assert not np.allclose(to_numpy(nets[0].params["W1"]), to_numpy(MultiLayerNet(20, [], 5, weight_init_std=0.3,
+                                                                                 seed=6).params["W1"]))
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
 def test_fused_step_in_float64_and_without_indices(device_name):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")

@@ -25,21 +25,30 @@ def _sigmoid_in_place(a):
     np.negative(a, out=a)
     np.exp(a, out=a)
     a += 1.0
-    np.reciprocal(a, out=a)
+    np.divide(1.0, a, out=a)  # the same value as np.reciprocal, which NumPy does not vectorise for AVX2
 
 
 class _Buffers:
-    """Per-batch-size work arrays, made on first use and kept."""
+    """Per-batch-size work arrays, made on first use and kept.
+
+    The output layer is kept transposed, (classes, batch): softmax then reduces over rows of ``batch`` values,
+    which NumPy vectorises, where the (batch, classes) layout reduces ``batch`` rows of a few values one by one.
+    """
 
     def __init__(self, sizes, batch, dtype):
         self.x = np.empty((batch, sizes[0]), dtype=dtype)
-        self.z = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]  # z[i]: layer i's output
-        self.dz = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]
-        self.scratch = [None] + [np.empty((batch, n), dtype=dtype) for n in sizes[1:]]
-        self.mask = [None] + [np.empty((batch, n), dtype=bool) for n in sizes[1:]]
-        self.rows = np.arange(batch)
-        self.column = np.empty((batch, 1), dtype=dtype)
-        self.log = np.empty((batch, 1), dtype=dtype)
+        hidden = sizes[1:-1]
+        self.z = [None] + [np.empty((batch, n), dtype=dtype) for n in hidden]  # z[i]: hidden layer i's output
+        self.dz = [None] + [np.empty((batch, n), dtype=dtype) for n in hidden]
+        self.scratch = [None] + [np.empty((batch, n), dtype=dtype) for n in hidden]
+        self.mask = [None] + [np.empty((batch, n), dtype=bool) for n in hidden]
+        self.logits_t = np.empty((sizes[-1], batch), dtype=dtype)
+        self.dy_t = np.empty((sizes[-1], batch), dtype=dtype)
+        self.columns = np.arange(batch)
+        self.flat = np.empty(batch, dtype=np.intp)
+        self.row = np.empty(batch, dtype=dtype)
+        self.log = np.empty(batch, dtype=dtype)
+        self.ones = np.ones((1, batch), dtype=dtype)  # bias gradients as a GEMM: faster than a column sum
 
 
 class FusedStep(FusedStepBase):
@@ -52,7 +61,7 @@ class FusedStep(FusedStepBase):
 
     def __init__(self, network, optimizer):
         super().__init__(network, optimizer)
-        self.sgd = type(optimizer) is SGD
+        self._bias_rows_of = None
 
     def __call__(self, x, t, indices=None):
         """One step on the samples ``indices`` of (x, t) (all of them if None); returns the loss as a 0-D array.
@@ -64,11 +73,26 @@ class FusedStep(FusedStepBase):
         with np.errstate(over="ignore"):
             return self._step(x, t, indices)
 
+    def _gradient_scale(self) -> float:
+        """The factor folded into the output gradient, which every gradient below is linear in: it saves the
+        optimizer a pass over all parameters. SGD and momentum take their learning rate there, Adam the sqrt(1 - beta2)
+        that makes its second moment a plain sum of squares."""
+        opt = self.optimizer
+        kind = type(opt)
+        if kind in (SGD, Momentum, Nesterov):
+            return opt.lr
+        if kind is Adam:
+            return math.sqrt(1.0 - opt.beta2)
+        return 1.0
+
     def _step(self, x, t, indices):
         self._bind()
+        if self._bias_rows_of is not self.grads:  # (1, n) views of the bias gradients, for their GEMMs
+            self._bias_rows = [None] + [self.grads.views[name][None, :] for name in self.b[1:]]
+            self._bias_rows_of = self.grads
         batch = x.shape[0] if indices is None else indices.shape[0]
         buf = self._buffers(batch)
-        params, grads = self.params.views, self.grads.views
+        params, grads, depth = self.params.views, self.grads.views, self.depth
         W, b = self.W, self.b
         if indices is None:
             xb, tb = np.reshape(x, (batch, -1)), t
@@ -77,40 +101,50 @@ class FusedStep(FusedStepBase):
             xb = np.take(np.reshape(x, (x.shape[0], -1)), indices, axis=0, out=buf.x, mode="clip")
             tb = t[indices]
 
-        # forward
-        _forward_in_place(params, xb, buf.z, self.relu)
+        # forward: the hidden layers, then the output layer transposed
+        h = _hidden_in_place(params, xb, buf.z, self.relu)
+        logits, dy, row = buf.logits_t, buf.dy_t, buf.row
+        np.matmul(params[W[depth]].T, h.T, out=logits)
+        logits += params[b[depth]][:, None]
 
-        # softmax and cross-entropy from the logits, and their gradient (softmax - t) / batch
-        logits, dy, column = buf.z[self.depth], buf.dz[self.depth], buf.column
-        np.maximum.reduce(logits, axis=1, keepdims=True, out=column)
-        logits -= column
+        # softmax and cross-entropy from the logits, and their gradient (softmax - t) * scale
+        np.maximum.reduce(logits, axis=0, out=row)
+        logits -= row
         np.exp(logits, out=dy)
-        np.add.reduce(dy, axis=1, keepdims=True, out=column)
-        log_sums = np.log(column, out=buf.log).sum()
-        picked = logits[buf.rows, tb].sum() if tb.ndim == 1 else np.vdot(tb, logits)
-        loss = (log_sums - picked) / batch
-        # plain SGD without decay: every gradient below is linear in dy, so scaling dy by lr here leaves
-        # "params -= grads" as the whole update
-        decay = self.network.weight_decay_lambda
-        scale = (self.optimizer.lr if self.sgd and not decay else 1.0) / batch
-        np.divide(scale, column, out=column)
-        dy *= column
-        if tb.ndim == 1:
-            dy[buf.rows, tb] -= scale
+        np.add.reduce(dy, axis=0, out=row)
+        log_sums = np.add.reduce(np.log(row, out=buf.log))
+        if tb.ndim == 1:  # flat positions of (label, sample) in the (classes, batch) arrays
+            flat = np.multiply(tb, batch, out=buf.flat)
+            flat += buf.columns
+            picked = np.add.reduce(logits.reshape(-1).take(flat))
         else:
-            dy -= tb * scale
+            picked = np.vdot(tb.T, logits)
+        loss = (log_sums - picked) / batch
+        gscale = self._gradient_scale()
+        scale = gscale / batch
+        np.divide(scale, row, out=row)
+        dy *= row
+        if tb.ndim == 1:
+            dy.reshape(-1)[flat] -= scale
+        else:
+            dy -= tb.T * scale
 
-        # backward
-        for i in range(self.depth, 0, -1):
+        # backward; dy is (classes, batch) for the output layer, (batch, n) below it
+        decay = self.network.weight_decay_lambda
+        for i in range(depth, 0, -1):
             below = xb if i == 1 else buf.z[i - 1]
-            np.matmul(below.T, dy, out=grads[W[i]])
-            np.add.reduce(dy, axis=0, out=grads[b[i]])
+            dy_rows = dy.T if i == depth else dy
+            np.matmul(below.T, dy_rows, out=grads[W[i]])
+            if i == depth:
+                np.add.reduce(dy, axis=1, out=grads[b[i]])
+            else:
+                np.matmul(buf.ones, dy, out=self._bias_rows[i])
             if decay:
-                grads[W[i]] += decay * params[W[i]]
+                grads[W[i]] += (decay * gscale) * params[W[i]]
             if i == 1:
                 break  # nothing needs the gradient of the input
             d_below = buf.dz[i - 1]
-            np.matmul(dy, params[W[i]].T, out=d_below)
+            np.matmul(dy_rows, params[W[i]].T, out=d_below)
             if self.relu:
                 mask = buf.mask[i - 1]
                 np.greater(below, 0, out=mask)
@@ -123,50 +157,46 @@ class FusedStep(FusedStepBase):
             dy = d_below
 
         if decay:
-            loss = loss + 0.5 * decay * sum(np.vdot(params[W[i]], params[W[i]]) for i in range(1, self.depth + 1))
-        self._update()
+            loss = loss + 0.5 * decay * sum(np.vdot(params[W[i]], params[W[i]]) for i in range(1, depth + 1))
+        self._update(gscale)
         loss = np.asarray(loss, dtype=self.dtype)
         self.network.last_loss = loss
         return loss
 
-    def _update(self):
-        """The optimizer's update, over the flat buffers at once."""
+    def _update(self, gscale):
+        """The optimizer's update over the flat buffers at once; the gradients arrive multiplied by ``gscale``."""
         opt = self.optimizer
         p, g, w = self.params.buffer, self.grads.buffer, self.scratch["work"].buffer
         kind = type(opt)
         if kind is SGD:
-            if self.network.weight_decay_lambda:
-                g *= opt.lr
-            p -= g  # else the learning rate is in g already
+            p -= g  # the learning rate is in g already
         elif kind is Adam:
             m, v = self.slots["m"].buffer, self.slots["v"].buffer
             opt.iter += 1
             lr_t = opt.lr * math.sqrt(1.0 - opt.beta2**opt.iter) / (1.0 - opt.beta1**opt.iter)
-            # m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2: the book's increments, one pass fewer
+            # m = b1 m + (1 - b1) grad and v = b2 v + (1 - b2) grad^2, where g = sqrt(1 - b2) grad
+            np.multiply(g, (1.0 - opt.beta1) / gscale, out=w)
             m *= opt.beta1
-            np.multiply(g, 1 - opt.beta1, out=w)
             m += w
-            v *= opt.beta2
             np.multiply(g, g, out=w)
-            w *= 1 - opt.beta2
+            v *= opt.beta2
             v += w
             np.sqrt(v, out=w)
             w += EPSILON
             np.divide(m, w, out=w)
             w *= lr_t
             p -= w
-        elif kind in (Momentum, Nesterov):
+        elif kind in (Momentum, Nesterov):  # g = lr grad
             velocity = self.slots["v"].buffer
             velocity *= opt.momentum
-            np.multiply(g, opt.lr, out=w)
-            velocity -= w
+            velocity -= g
             if kind is Momentum:
                 p += velocity
             else:
-                np.multiply(velocity, opt.momentum * opt.momentum, out=g)  # g's value is in w now
-                p += g
-                w *= 1 + opt.momentum
-                p -= w
+                np.multiply(velocity, opt.momentum * opt.momentum, out=w)
+                p += w
+                g *= 1 + opt.momentum
+                p -= g
         else:  # AdaGrad, RMSprop
             h = self.slots["h"].buffer
             np.multiply(g, g, out=w)
@@ -200,23 +230,26 @@ def predict_labels(network, x, batch_size: int = 10000):
 
 
 def _predict_chunk(network, h, layers, labels):
+    depth = network.depth
     outputs = [None] + [layer[:h.shape[0]] for layer in layers]
-    scores = _forward_in_place(network.params, h, outputs, network.activation == "relu")
+    h = _hidden_in_place(network.params, h, outputs[:depth], network.activation == "relu")
+    scores = outputs[depth]
+    np.matmul(h, network.params[f"W{depth}"], out=scores)
+    scores += network.params[f"b{depth}"]
     np.argmax(scores, axis=1, out=labels)
 
 
-def _forward_in_place(params, h, outputs, relu):
-    """``h`` through the Affine stack ``params``, layer i writing into ``outputs[i]`` (index 0 unused), the hidden
-    layers with their activation applied in place; returns the last layer's scores."""
-    depth = len(outputs) - 1
-    for i in range(1, depth + 1):
+def _hidden_in_place(params, h, outputs, relu):
+    """``h`` through the hidden layers of the Affine stack ``params``, hidden layer i writing into ``outputs[i]``
+    (index 0 unused) with its activation applied in place; returns the last hidden layer's output (``h`` itself
+    when there is none)."""
+    for i in range(1, len(outputs)):
         z = outputs[i]
         np.matmul(h, params[f"W{i}"], out=z)
         z += params[f"b{i}"]
-        if i < depth:
-            if relu:
-                np.maximum(z, 0, out=z)
-            else:
-                _sigmoid_in_place(z)
+        if relu:
+            np.maximum(z, 0, out=z)
+        else:
+            _sigmoid_in_place(z)
         h = z
     return h
