@@ -121,6 +121,13 @@ def test_accuracy_counts_exactly(device):
     x = np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 3.0]], dtype=np.float32)  # classes 0, 1, 0, 1
     assert net.accuracy(x, np.array([0, 1, 1, 1])) == 0.75
     assert net.accuracy(x, np.array([0, 1, 1, 1]), batch_size=3) == 0.75
+    # data already on the device goes through the fast path whole, host data chunk by chunk: the same count
+    on_device = device.asarray(x)
+    for batch_size in (1, 3, 10000):
+        assert net.accuracy(on_device, device.asarray(np.array([0, 1, 0, 1])), batch_size=batch_size) == 1.0
+        assert net.accuracy(on_device, np.eye(2, dtype=np.float32)[[1, 1, 1, 1]], batch_size=batch_size) == 0.5
+    if device.supports_float64:
+        assert net.accuracy(x.astype(np.float64), np.array([1, 1, 1, 0])) == 0.25
     with pytest.raises(ValueError, match="parameters do not fit this network"):
         net.load_params({"W1": np.eye(3, dtype=np.float32)})
 
