@@ -77,6 +77,23 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("label_dtype", ["uint8", "int8", "int16", "int32", "int64"])
+def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
+    """Labels as read from IDX files are uint8: positions computed from them must not wrap around."""
+    where = anynet.device(device_name)
+    (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "sgd")
+    step = _kernels.fused_step(fast_net, fast_opt)
+    x, labels, _ = _problem(5)
+    x, t = where.asarray(x), where.asarray(labels.astype(label_dtype))
+    indices = where.asarray(np.arange(63, -1, -1))  # label * 64 passes 255 for labels from 4 up
+    loss = step(x, t, indices)
+    slow_opt.update(slow_net.params, slow_net.gradient(where.xp.take(x, indices, axis=0), where.asarray(labels[::-1])))
+    assert float(to_numpy(loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-5)
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
 def test_fused_step_in_float64_and_without_indices(device_name):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")

@@ -114,7 +114,7 @@ class FusedStep(FusedStepBase):
         np.add.reduce(dy, axis=0, out=row)
         log_sums = np.add.reduce(np.log(row, out=buf.log))
         if tb.ndim == 1:  # flat positions of (label, sample) in the (classes, batch) arrays
-            flat = np.multiply(tb, batch, out=buf.flat)
+            flat = np.multiply(tb, batch, out=buf.flat, dtype=np.intp)  # in intp: uint8 labels would wrap
             flat += buf.columns
             picked = np.add.reduce(logits.reshape(-1).take(flat))
         else:
