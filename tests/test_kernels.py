@@ -27,6 +27,18 @@ def _pair(device, activation, decay, optimizer, dtype="float32"):
     return nets, [make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2)]
 
 
+
+def _generic_step(where, net, optimizer, x, t, indices):
+    """The generic path's step on the samples ``indices`` of (x, t); returns its loss as a float."""
+    optimizer.update(net.params, net.gradient(where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0)))
+    return float(to_numpy(net.last_loss))
+
+
+def _assert_same_params(fast_net, slow_net, rtol=2e-5, atol=2e-6):
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=rtol, atol=atol,
+                                   err_msg=name)
+
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
@@ -42,12 +54,9 @@ def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, 
     for k in range(4):
         indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
         fast_loss = step(x, t, indices)
-        xb, tb = where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0)
-        slow_opt.update(slow_net.params, slow_net.gradient(xb, tb))
-        assert float(to_numpy(fast_loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-5)
-    for name, value in slow_net.params.items():
-        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6,
-                                   err_msg=name)
+        assert float(to_numpy(fast_loss)) == pytest.approx(_generic_step(where, slow_net, slow_opt, x, t, indices),
+                                                          rel=1e-5)
+    _assert_same_params(fast_net, slow_net)
     # the rest of the library keeps working on the fused step's parameters
     assert fast_net.accuracy(x, t) == slow_net.accuracy(x, t)
 
@@ -67,11 +76,9 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
     for k in range(3):
         indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
         fast_loss = step(x, t, indices)
-        slow_opt.update(nets[1].params, nets[1].gradient(where.xp.take(x, indices, axis=0),
-                                                           where.xp.take(t, indices, axis=0)))
-        assert float(to_numpy(fast_loss)) == pytest.approx(float(to_numpy(nets[1].last_loss)), rel=1e-5)
-    for name, value in nets[1].params.items():
-        np.testing.assert_allclose(to_numpy(nets[0].params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+        assert float(to_numpy(fast_loss)) == pytest.approx(_generic_step(where, nets[1], slow_opt, x, t, indices),
+                                                          rel=1e-5)
+    _assert_same_params(nets[0], nets[1])
     assert not np.allclose(to_numpy(nets[0].params["W1"]), to_numpy(MultiLayerNet(20, [], 5, weight_init_std=0.3,
                                                                                  seed=6).params["W1"]))
 
@@ -87,10 +94,10 @@ def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
     x, t = where.asarray(x), where.asarray(labels.astype(label_dtype))
     indices = where.asarray(np.arange(63, -1, -1))  # label * 64 passes 255 for labels from 4 up
     loss = step(x, t, indices)
-    slow_opt.update(slow_net.params, slow_net.gradient(where.xp.take(x, indices, axis=0), where.asarray(labels[::-1])))
-    assert float(to_numpy(loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-5)
-    for name, value in slow_net.params.items():
-        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+    int64_labels = where.asarray(labels)
+    assert float(to_numpy(loss)) == pytest.approx(_generic_step(where, slow_net, slow_opt, x, int64_labels, indices),
+                                                  rel=1e-5)
+    _assert_same_params(fast_net, slow_net)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -104,8 +111,7 @@ def test_fused_step_in_float64_and_without_indices(device_name):
         loss = step(x, t)
         slow_opt.update(slow_net.params, slow_net.gradient(x, t))
         assert float(to_numpy(loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-12)
-    for name, value in slow_net.params.items():
-        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=1e-12, atol=1e-14)
+    _assert_same_params(fast_net, slow_net, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -126,8 +132,7 @@ def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device
     fast_opt.load_state_dict(slow_opt.state_dict(), where)
     step(x, t)
     slow_opt.update(slow_net.params, slow_net.gradient(x, t))
-    for name, value in slow_net.params.items():
-        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=2e-5, atol=2e-6)
+    _assert_same_params(fast_net, slow_net)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
