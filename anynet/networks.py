@@ -6,7 +6,8 @@ import math
 from collections import OrderedDict
 from typing import Any, Sequence
 
-from .backend import Device, device as make_device, device_of, host_generator, namespace, on_device_of, same_device, to_numpy
+from .backend import (Device, device as make_device, device_of, host_generator, namespace, on_device_of, same_device,
+                      to_numpy)
 from .functions import identity_function, sigmoid, softmax
 from .gradient import numerical_gradient as _numerical_gradient
 from ._kernels import predict_labels

@@ -85,11 +85,14 @@ class FusedStep(FusedStepBase):
             return math.sqrt(1.0 - opt.beta2)
         return 1.0
 
-    def _step(self, x, t, indices):
-        self._bind()
+    def _bind(self):
+        super()._bind()
         if self._bias_rows_of is not self.grads:  # (1, n) views of the bias gradients, for their GEMMs
             self._bias_rows = [None] + [self.grads.views[name][None, :] for name in self.b[1:]]
             self._bias_rows_of = self.grads
+
+    def _step(self, x, t, indices):
+        self._bind()
         batch = x.shape[0] if indices is None else indices.shape[0]
         buf = self._buffers(batch)
         params, grads, depth = self.params.views, self.grads.views, self.depth
