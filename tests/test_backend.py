@@ -5,6 +5,7 @@ import pytest
 
 import anynet
 from anynet import backend
+from anynet._libraries import LIBRARIES
 from anynet.backend import to_numpy
 from tests.conftest import DEVICE_NAMES
 from tests.helpers import assert_close
@@ -45,16 +46,13 @@ def test_unknown_device_names_the_accepted_forms():
 
 
 def test_unavailable_cuda_says_why_and_how_to_install(monkeypatch):
-    real_import = backend._import
+    cupy_adapter = next(library for library in LIBRARIES if library.module_name == "cupy")
 
-    def no_cuda_driver(library):
-        if library == "cupy":
-            raise RuntimeError("CUDA driver library not found")
-        return real_import(library)
+    def no_cuda_driver():
+        raise RuntimeError("CUDA driver library not found")
 
-    monkeypatch.setattr(backend, "_import", no_cuda_driver)
-    for cache in (backend._probe, backend._cuda_device_count, backend._make_device):
-        cache.cache_clear()
+    monkeypatch.setattr(cupy_adapter, "import_module", no_cuda_driver)
+    backend._clear_caches()
     try:
         names = anynet.available_devices()  # a broken CuPy means "not available", never a crash
         assert not any(name.startswith("cuda") for name in names)
@@ -66,8 +64,7 @@ def test_unavailable_cuda_says_why_and_how_to_install(monkeypatch):
         assert 'pip install "anynet[cuda12]"' in message and "Available devices: cpu" in message
     finally:
         monkeypatch.undo()
-        for cache in (backend._probe, backend._cuda_device_count, backend._make_device):
-            cache.cache_clear()
+        backend._clear_caches()
 
 
 def test_unavailable_torch_cuda_says_why():
@@ -137,7 +134,8 @@ def test_namespace_refuses_mixed_libraries_and_devices(device, other):
     with pytest.raises(TypeError) as caught:
         anynet.namespace(mine, 0.5, theirs.asarray([2.0]))
     message = str(caught.value)
-    assert f"argument 0: {backend._LIBRARY_MODULES[device.library]}" in message
+    module = next(library.module_name for library in LIBRARIES if library.key == device.library)
+    assert f"argument 0: {module}" in message
     assert f"on device {device.name!r}" in message and "argument 2: " in message
     assert f"on device {theirs.name!r}" in message
     assert f"anynet.device({device.name!r}).asarray(x)" in message
