@@ -1,18 +1,14 @@
 """The one device fixture: each test that takes ``device`` runs once per device of the matrix usable here.
 
 Select a subset with ANYNET_DEVICES, e.g. ``ANYNET_DEVICES=cpu,strict:device1 python -m pytest``.
+Tests that need float64 take ``device64`` (the devices that have it) or parametrize ``device, dtype`` over
+``DEVICE_DTYPES`` (each device with float32, and with float64 where it has it): no test skips itself for lack of it.
 """
 
 import pytest
 
 import anynet
-from tests.helpers import device_names_under_test
-
-try:
-    DEVICE_NAMES = device_names_under_test()
-    _SELECTION_ERROR = None
-except ValueError as error:
-    DEVICE_NAMES, _SELECTION_ERROR = [], error
+from tests.helpers import _SELECTION_ERROR, DEVICE_NAMES, DEVICE_NAMES_64
 
 
 def pytest_configure(config):
@@ -26,4 +22,10 @@ def pytest_report_header(config):
 
 @pytest.fixture(params=DEVICE_NAMES, scope="session")
 def device(request):
+    return anynet.device(request.param)
+
+
+@pytest.fixture(params=DEVICE_NAMES_64, scope="session")
+def device64(request):
+    """A device of the matrix that has float64 (gradient checks need it)."""
     return anynet.device(request.param)

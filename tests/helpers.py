@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import anynet
 from anynet.backend import available_devices, namespace, to_numpy
@@ -25,6 +26,17 @@ def device_names_under_test() -> list[str]:
         return [anynet.device(name).name for name in chosen.split(",") if name.strip()]
     usable = available_devices()
     return [name for name in DEVICE_MATRIX if name in usable]
+
+
+try:
+    DEVICE_NAMES = device_names_under_test()
+    _SELECTION_ERROR = None
+except ValueError as error:
+    DEVICE_NAMES, _SELECTION_ERROR = [], error
+DEVICE_NAMES_64 = [name for name in DEVICE_NAMES if anynet.device(name).supports_float64]
+# For tests parametrized by (device, dtype) with indirect=["device"]: float64 only where the device has it.
+DEVICE_DTYPES = [pytest.param(name, dtype, id=f"{name}-{dtype}") for name in DEVICE_NAMES
+                 for dtype in ("float32", "float64") if dtype == "float32" or name in DEVICE_NAMES_64]
 
 
 def assert_close(actual, expected, *, device, dtype=None, rtol=1e-6, atol=0.0):

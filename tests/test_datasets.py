@@ -69,7 +69,7 @@ def test_the_books_options_give_the_books_shapes_and_values(tiny, tmp_path, norm
         images, labels = tiny.arrays[(split, "images")], tiny.arrays[(split, "labels")]
         assert x.shape == ((n, 784) if flatten else (n, 1, 28, 28))
         if normalize:
-            assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+            assert x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
             expected = images.astype(np.float32) / np.float32(255.0)  # the book's arithmetic, bit for bit
             assert np.array_equal(x.reshape(n, 28, 28), expected)
         else:
@@ -241,9 +241,8 @@ def test_an_interrupted_download_leaves_no_partial_file(tiny, tmp_path, monkeypa
             raise KeyboardInterrupt
 
     monkeypatch.setattr(download, "progress_bar", Interrupting)
-    with serve_files(_routes(tiny, "good")) as base:
-        with pytest.raises(KeyboardInterrupt):
-            load_dataset("tiny", split="test", mirrors=[f"{base}/good/"])
+    with serve_files(_routes(tiny, "good")) as base, pytest.raises(KeyboardInterrupt):
+        load_dataset("tiny", split="test", mirrors=[f"{base}/good/"])
     cache = tmp_path / "cache" / "anynet" / "tiny"
     assert list(cache.iterdir()) == [] and real_bar is not Interrupting
 

@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from anynet import functions as F
 from anynet.backend import to_numpy
-from tests.helpers import assert_close, float_name, tolerance
+from tests.helpers import DEVICE_DTYPES, assert_close, float_name, tolerance
 
 ONE_HOT_2 = [0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
 Y_RIGHT = [0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0]
@@ -32,10 +32,8 @@ def test_step_function_is_integer(device):
     assert_close(y, [0, 1, 1], device=device, dtype="int64")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES, indirect=["device"])
 def test_sigmoid_tails_are_exact_and_silent(device, dtype, no_warnings):
-    if dtype == "float64" and not device.supports_float64:
-        pytest.skip(f"{device} has no float64")
     y = F.sigmoid(device.asarray([-1e4, -1000.0, -100.0, 0.0, 100.0, 1000.0, 1e4], dtype=dtype))
     values = to_numpy(y)
     assert values[0] == 0.0 and values[1] == 0.0 and values[-1] == 1.0 and values[-2] == 1.0
@@ -138,21 +136,18 @@ def test_softmax_cross_entropy_matches_the_two_step_loss(device, no_warnings):
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
 
 
-def finite_arrays(dtype, shape=hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=8), bound=None):
+SMALL_SHAPES = hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=8)
+
+
+def finite_arrays(dtype, shape=SMALL_SHAPES, bound=None):
     width = 32 if dtype == "float32" else 64
     elements = st.floats(-bound if bound else None, bound, width=width, allow_nan=False, allow_infinity=False)
     return hnp.arrays(np.dtype(dtype), shape, elements=elements)
 
 
-def _dtype_or_skip(device, dtype):
-    if dtype == "float64" and not device.supports_float64:
-        pytest.skip(f"{device} has no float64")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES, indirect=["device"])
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # x - max(x) when the span > float max
 def test_softmax_rows_sum_to_one_without_nan(device, dtype):
-    _dtype_or_skip(device, dtype)
 
     @PROPERTY_SETTINGS
     @given(finite_arrays(dtype))
@@ -165,9 +160,8 @@ def test_softmax_rows_sum_to_one_without_nan(device, dtype):
     check()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES, indirect=["device"])
 def test_softmax_is_shift_invariant(device, dtype):
-    _dtype_or_skip(device, dtype)
 
     @PROPERTY_SETTINGS
     @given(finite_arrays(dtype, bound=100.0), st.floats(-50.0, 50.0))
@@ -180,9 +174,8 @@ def test_softmax_is_shift_invariant(device, dtype):
     check()
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("device, dtype", DEVICE_DTYPES, indirect=["device"])
 def test_sigmoid_is_bounded_monotone_and_never_nan(device, dtype):
-    _dtype_or_skip(device, dtype)
 
     @PROPERTY_SETTINGS
     @given(finite_arrays(dtype, shape=hnp.array_shapes(min_dims=1, max_dims=1, min_side=1, max_side=32)))

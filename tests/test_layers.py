@@ -9,13 +9,6 @@ from anynet.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from tests.helpers import assert_close
 
 
-@pytest.fixture
-def device64(device):
-    if not device.supports_float64:
-        pytest.skip(f"{device} has no float64: gradient checks need it")
-    return device
-
-
 def relative_error(analytic, numeric):
     a, n = to_numpy(analytic), to_numpy(numeric)
     return float(np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-300))
