@@ -1,8 +1,10 @@
-"""Saving and loading weights: .npz archives, and the book's pickles read safely.
+"""Saving and loading weights and training checkpoints: .npz archives, and the book's pickles read safely.
 
 ``save_params`` writes host copies of arrays from any device into an .npz, atomically. ``load_params`` reads an
 .npz (never unpickling) or a pickle of the book's kind (a dict of NumPy arrays, any protocol, NumPy 1.x or 2.x)
 through an unpickler that can only rebuild arrays: a pickled object or function is refused before it can run.
+``save_checkpoint`` / ``load_checkpoint``: a network's parameters, its optimizer's state and a training loop's
+own state (epoch, generator, history) in one such .npz.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import os
 import pickle
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy
 
 from ._atomic import atomic_write
-from .backend import Device, device as make_device, to_numpy
+from .backend import Device, to_numpy
+from .backend import device as make_device
 
-__all__ = ["save_params", "load_params", "read_metadata", "UnsafePickleError"]
+__all__ = ["save_params", "load_params", "read_metadata", "save_checkpoint", "load_checkpoint", "architecture_of",
+           "UnsafePickleError"]
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
@@ -32,7 +37,7 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
 METADATA_KEY = "__anynet__"
 
 
-def save_params(path: "str | os.PathLike", params: Mapping[str, Any], metadata: "dict | None" = None) -> Path:
+def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: dict | None = None) -> Path:
     """Save a dict of arrays (from any device) to ``path`` as an uncompressed .npz of host copies.
 
     ``metadata``, a JSON-serialisable dict, is stored beside them (read it back with :func:`read_metadata`).
@@ -54,11 +59,11 @@ def save_params(path: "str | os.PathLike", params: Mapping[str, Any], metadata: 
         host[METADATA_KEY] = numpy.asarray(json.dumps(metadata))  # a unicode scalar: no pickle needed to read it
     path = Path(path)
     with atomic_write(path) as sink:
-        numpy.savez(sink, **host)
+        numpy.savez(sink, **host)  # type: ignore[arg-type]  # the stub reads **kwds as its allow_pickle
     return path
 
 
-def read_metadata(path: "str | os.PathLike") -> dict:
+def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata dict saved with ``save_params(..., metadata=...)`` in .npz ``path`` ({} if there is none)."""
     path = Path(path)
     if not path.is_file():
@@ -72,7 +77,7 @@ def read_metadata(path: "str | os.PathLike") -> dict:
         return json.loads(str(archive[METADATA_KEY]))
 
 
-def load_params(path: "str | os.PathLike", device: "str | Device" = "cpu", dtype: Any = None) -> dict[str, Any]:
+def load_params(path: str | os.PathLike, device: str | Device = "cpu", dtype: Any = None) -> dict[str, Any]:
     """The dict of arrays saved in ``path``, on ``device`` (cast to ``dtype`` if given).
 
     ``path`` is an .npz (read with allow_pickle=False) or a pickle holding a dict of NumPy arrays, such as the
@@ -84,11 +89,59 @@ def load_params(path: "str | os.PathLike", device: "str | Device" = "cpu", dtype
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     raw = path.read_bytes()
-    if raw[:4] == b"PK\x03\x04":
-        host = _read_npz(path, raw)
-    else:
-        host = _read_pickle(path, raw)
+    host = _read_npz(path, raw) if raw[:4] == b"PK\x03\x04" else _read_pickle(path, raw)
     return {name: where.asarray(value, dtype=dtype) for name, value in host.items()}
+
+
+# -- checkpoints -------------------------------------------------------------------------------------------------
+
+# The metadata "kind" of a checkpoint; parameters are stored as "param/<name>", optimizer state as "optimizer/<key>".
+CHECKPOINT_KIND = "anynet-checkpoint"
+_PARAM, _OPTIMIZER = "param/", "optimizer/"
+
+
+def architecture_of(network: Any) -> dict:
+    """What a checkpoint records of how ``network`` is built: its ``architecture()`` (anynet's networks), else,
+    for a network of the book's kind, the names and shapes of its parameters."""
+    describe = getattr(network, "architecture", None)
+    if describe is not None:
+        return describe()
+    return {"shapes": {name: list(value.shape) for name, value in network.params.items()}}
+
+
+def save_checkpoint(path: str | os.PathLike, network: Any, optimizer: Any, state: Mapping[str, Any]) -> Path:
+    """Write ``network``'s parameters, ``optimizer``'s state and a training loop's ``state`` to ``path`` (atomically).
+
+    ``state`` is JSON-serialisable: the Trainer's is "epoch", "iter", "batch_size", "sampling", "rng" (the batch
+    generator's state) and "history" (its lists). Read it back with :func:`load_checkpoint`.
+    """
+    optimizer_state = optimizer.state_dict()
+    arrays = {f"{_PARAM}{k}": v for k, v in network.params.items()}
+    arrays.update({f"{_OPTIMIZER}{k}": v for k, v in optimizer_state["arrays"].items()})
+    state = dict(state)
+    metadata = {"kind": CHECKPOINT_KIND, "epoch": state.pop("epoch"), "iter": state.pop("iter"),
+                "architecture": architecture_of(network),
+                "optimizer": {"name": type(optimizer).__name__, "iter": optimizer_state["iter"],
+                              "hyperparameters": optimizer.hyperparameters()},
+                **state}
+    return save_params(path, arrays, metadata=metadata)
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | Device = "cpu") -> tuple[dict[str, Any], dict]:
+    """``(arrays, metadata)`` of a checkpoint written by :func:`save_checkpoint`, its arrays on ``device``.
+
+    ``arrays`` = {"params": name -> array, "optimizer": the optimizer's ``state_dict()`` (its "iter" and "arrays")};
+    ``metadata`` holds everything else ("epoch", "architecture", "optimizer", the loop's state). A file that is
+    not such a checkpoint raises ValueError.
+    """
+    metadata = read_metadata(path)
+    if metadata.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path}: not a checkpoint written by anynet's Trainer (checkpoint=PATH writes one)")
+    saved = load_params(path, device=device)
+    arrays = {"params": {k[len(_PARAM):]: v for k, v in saved.items() if k.startswith(_PARAM)},
+              "optimizer": {"iter": metadata["optimizer"]["iter"],
+                            "arrays": {k[len(_OPTIMIZER):]: v for k, v in saved.items() if k.startswith(_OPTIMIZER)}}}
+    return arrays, metadata
 
 
 def _read_npz(path: Path, raw: bytes) -> dict[str, numpy.ndarray]:

@@ -175,3 +175,46 @@ def test_metadata_travels_beside_the_weights_and_is_not_a_parameter(tmp_path, de
     assert list(load_params(path, device=device)) == ["W1"]
     plain = save_params(tmp_path / "plain.npz", {"W1": np.zeros(1)})
     assert read_metadata(plain) == {}
+
+
+def test_a_checkpoint_holds_parameters_optimizer_state_and_the_loops_state(tmp_path, device):
+    from anynet.io import load_checkpoint, read_metadata, save_checkpoint
+    from anynet.networks import MultiLayerNet
+    from anynet.optimizers import Adam
+
+    net = MultiLayerNet(6, [4], 3, device=device, seed=0)
+    optimizer = Adam(lr=0.01)
+    grads = {name: device.asarray(np.full(tuple(value.shape), 0.5), dtype="float32")
+             for name, value in net.params.items()}
+    optimizer.update(net.params, grads)
+    state = {"epoch": 2, "iter": 40, "batch_size": 10, "sampling": "shuffle", "rng": {"seed": "anything"},
+             "history": {"train_loss_list": [1.5, 0.5]}}
+    path = save_checkpoint(tmp_path / "ckpt.npz", net, optimizer, state)
+    with np.load(path, allow_pickle=False) as archive:  # the format: param/..., optimizer/<slot>/..., metadata
+        assert sorted(archive.files) == sorted(["__anynet__", *(f"param/{k}" for k in net.params),
+                                                *(f"optimizer/{s}/{k}" for s in "mv" for k in net.params)])
+    metadata = read_metadata(path)
+    assert list(metadata) == ["kind", "epoch", "iter", "architecture", "optimizer", "batch_size", "sampling", "rng",
+                              "history"]
+    assert metadata["kind"] == "anynet-checkpoint" and metadata["architecture"] == net.architecture()
+    assert metadata["optimizer"] == {"name": "Adam", "iter": 1,
+                                     "hyperparameters": {"lr": 0.01, "beta1": 0.9, "beta2": 0.999}}
+    arrays, loaded = load_checkpoint(path, device=device)
+    assert loaded == metadata and {k: loaded[k] for k in state} == state
+    assert sorted(arrays) == ["optimizer", "params"] and arrays["optimizer"]["iter"] == 1
+    for name, value in net.params.items():
+        assert_close(arrays["params"][name], anynet.to_numpy(value), device=device, rtol=0)
+        assert_close(arrays["optimizer"]["arrays"][f"m/{name}"], anynet.to_numpy(optimizer.state["m"][name]),
+                     device=device, rtol=0)
+    restored = Adam(lr=0.01)
+    restored.load_state_dict(arrays["optimizer"], device)
+    assert restored.iter == 1 and sorted(restored.state["v"]) == sorted(net.params)
+
+
+def test_load_checkpoint_refuses_plain_weights(tmp_path):
+    from anynet.io import load_checkpoint
+
+    path = save_params(tmp_path / "weights.npz", {"W1": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"weights.npz: not a checkpoint written by anynet's Trainer \(checkpoint="
+                                         r"PATH writes one\)"):
+        load_checkpoint(path)
