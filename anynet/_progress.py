@@ -19,7 +19,7 @@ class _NoBar:
         pass
 
 
-def progress_bar(show: "bool | None", **options):
+def progress_bar(show: bool | None, **options):
     """A tqdm bar (``show`` None: only when stderr is a terminal), or a stand-in with the same methods."""
     if show is None:
         show = sys.stderr.isatty()

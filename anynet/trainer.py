@@ -1,8 +1,9 @@
 """The book's Trainer (chapter 6) with a device switch, seeded batches, checkpoints and resume.
 
 The training data is moved onto the device once when it fits in half of the device's free memory (else batch by
-batch); batch orders come from a seeded host generator, so every device sees the same batches; each step's loss
-stays on the device and is read once per epoch.
+batch); batch orders come from a seeded host generator (:func:`epoch_order`), so every device sees the same
+batches; each step's loss stays on the device and is read once per epoch. What is printed goes through a
+:class:`Reporter`; checkpoints are written by :func:`anynet.io.save_checkpoint`.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import math
 import sys
 import time
+from typing import Any
 
-from .backend import Device, device as make_device, host_generator, namespace, to_numpy
-from .io import load_params, read_metadata, save_params
-from ._kernels import fused_step
+import numpy
+
 from ._progress import progress_bar
+from .backend import Device, device_of, host_generator, namespace, to_numpy
+from .backend import device as make_device
+from .io import architecture_of, load_checkpoint, save_checkpoint
 from .optimizers import Optimizer, make_optimizer
 
-__all__ = ["Trainer", "TrainingDivergedError"]
+__all__ = ["Trainer", "TrainingDivergedError", "Reporter", "ConsoleReporter", "epoch_order", "steps_per_epoch"]
 
 SAMPLINGS = ("shuffle", "replacement")
 
@@ -26,24 +30,90 @@ class TrainingDivergedError(FloatingPointError):
     """The loss became NaN or infinite."""
 
 
+def steps_per_epoch(n: int, batch_size: int, sampling: str) -> int:
+    """Steps in an epoch over ``n`` samples: every sample once ("shuffle", the last batch smaller), or the book's
+    ch.4 count of independently drawn batches ("replacement", at least one)."""
+    return math.ceil(n / batch_size) if sampling == "shuffle" else max(n // batch_size, 1)
+
+
+def epoch_order(generator: numpy.random.Generator, n: int, batch_size: int, sampling: str) -> numpy.ndarray:
+    """One epoch's sample indices, drawn on the host from ``generator``: a permutation of ``range(n)`` ("shuffle"),
+    or ``steps_per_epoch * batch_size`` indices drawn with replacement. The Trainer draws each epoch's batches
+    with this from ``host_generator(seed)``, so ``epoch_order(host_generator(seed), ...)`` is its first epoch."""
+    if sampling == "shuffle":
+        return generator.permutation(n)
+    return generator.integers(0, n, size=steps_per_epoch(n, batch_size, sampling) * batch_size)
+
+
+class Reporter:
+    """What the Trainer tells while it trains; these hooks do nothing: subclass and override the ones you want.
+
+    Each hook gets the trainer, whose state it may read (``epochs``, ``iter_per_epoch``, ``train_loss_list``,
+    ``train_acc_list``, ``test_acc_list``, ``epoch_seconds``, ``final_test_accuracy``, ...).
+    """
+
+    def train_start(self, trainer: Trainer) -> None:
+        """Before the first epoch of ``train()`` (after a resume, ``trainer.current_epoch`` epochs are done)."""
+
+    def epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        """After epoch ``epoch`` (1-based; its accuracies are ``trainer.train_acc_list[epoch - 1]``, ...)."""
+
+    def train_end(self, trainer: Trainer) -> None:
+        """After the last epoch, once ``trainer.final_test_accuracy`` is measured."""
+
+
+class ConsoleReporter(Reporter):
+    """The Trainer's default: a header line, a table row per epoch, and the final test accuracy, printed."""
+
+    def train_start(self, trainer: Trainer) -> None:
+        print(f"training on {trainer.where.name}: {trainer.iter_per_epoch} steps per epoch of {trainer.batch_size}, "
+              f"{trainer.epochs} epoch{'s' if trainer.epochs != 1 else ''}, {type(trainer.optimizer).__name__}"
+              + ("" if trainer.resident else " (data moved batch by batch: it does not fit on the device)"))
+        print(f"{'epoch':>7} {'loss':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
+        for epoch in range(1, trainer.current_epoch + 1):  # what a resumed run had done already
+            self.epoch_end(trainer, epoch)
+
+    def epoch_end(self, trainer: Trainer, epoch: int) -> None:
+        steps = trainer.train_loss_list[(epoch - 1) * trainer.iter_per_epoch:epoch * trainer.iter_per_epoch]
+        seconds = f"{trainer.epoch_seconds[epoch - 1]:8.2f}" if epoch <= len(trainer.epoch_seconds) else f"{'-':>8}"
+        print(f"{epoch:>3}/{trainer.epochs:<3} {sum(steps) / max(len(steps), 1):8.4f} "
+              f"{trainer.train_acc_list[epoch - 1]:10.4f} {trainer.test_acc_list[epoch - 1]:9.4f} {seconds}",
+              flush=True)
+
+    def train_end(self, trainer: Trainer) -> None:
+        print(f"final test accuracy: {trainer.final_test_accuracy:.4f}")
+
+
 class Trainer:
     """Train ``network`` on (x_train, t_train), measuring accuracy on both sets after each epoch.
 
-    The book's arguments, plus:
-    device: where to train (default: where the network is); the network, its optimizer state and the data go there.
-    seed: seeds the host generator of batch orders. sampling: "shuffle" (each sample once per epoch) or
-    "replacement" (the book's ch.4 loop: each batch drawn independently). checkpoint: a path written after every
-    epoch (atomically). resume: a checkpoint to continue from. progress: a tqdm bar per epoch (None: when verbose
-    and stderr is a terminal). fast_path: use the library-specific fused step of anynet._kernels where there is
-    one (False: always the generic array-API path; the results agree to rounding).
+    The book's arguments, in the book's order: network, x_train, t_train, x_test, t_test, epochs, mini_batch_size,
+    optimizer, optimizer_param, evaluate_sample_num_per_epoch, verbose. Then, by keyword only:
+
+    - where: ``device``, where to train (default: where the network is); the network, its optimizer state and the
+      data go there.
+    - batches: ``seed`` seeds the host generator of batch orders; ``sampling`` is "shuffle" (each sample once per
+      epoch) or "replacement" (the book's ch.4 loop: each batch drawn independently).
+    - persistence: ``checkpoint``, a path written after every epoch (atomically); ``resume``, a checkpoint to
+      continue from.
+    - output: ``reporter``, a :class:`Reporter` told of the start, each epoch and the end (default: a
+      :class:`ConsoleReporter` when ``verbose``, else nothing); ``progress``, a tqdm bar per epoch (None: when
+      verbose and stderr is a terminal).
+    - speed: ``fast_path``, use the network's fused step (``network.fused_step(optimizer)``) where it has one
+      (False: always the generic array-API path; the results agree to rounding).
+
+    ``network`` is one of anynet's networks, or one of the book's kind: ``params``, ``gradient(x, t)``,
+    ``accuracy(x, t)`` and ``loss(x, t)`` (its loss is then measured after each update, as the book's Trainer does).
     History: ``train_loss_list`` (per step), ``train_acc_list`` and ``test_acc_list`` (per epoch).
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs: int = 20, mini_batch_size: int = 100,
-                 optimizer: "str | Optimizer" = "SGD", optimizer_param: "dict | None" = None,
-                 evaluate_sample_num_per_epoch: "int | None" = None, verbose: bool = True, *,
-                 device: "str | Device | None" = None, seed: "int | None" = None, sampling: str = "shuffle",
-                 checkpoint: "str | None" = None, resume: "str | None" = None, progress: "bool | None" = None,
+                 optimizer: str | Optimizer = "SGD", optimizer_param: dict | None = None,
+                 evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
+                 device: str | Device | None = None,
+                 seed: int | None = None, sampling: str = "shuffle",
+                 checkpoint: str | None = None, resume: str | None = None,
+                 reporter: Reporter | None = None, progress: bool | None = None,
                  fast_path: bool = True):
         if not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -52,29 +122,27 @@ class Trainer:
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {sampling!r}: expected 'shuffle' or 'replacement'")
         self.network = network
-        self.where = make_device(device) if device is not None else network.device
-        if network.device != self.where:
-            network.to(self.where)
+        self.where = _place_network(network, device)
         self.epochs = epochs
         self.batch_size = mini_batch_size
         self.sampling = sampling
         self.seed = seed
         self.verbose = verbose
+        self.reporter = reporter if reporter is not None else ConsoleReporter() if verbose else Reporter()
         self.progress = progress
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = make_optimizer(optimizer, {"lr": 0.01} if optimizer_param is None else optimizer_param)
         self.checkpoint = checkpoint
         self.fast_path = fast_path
-        self._fused = None
+        self._fused: Any = None
 
         self.train_size = _check_data("training", x_train, t_train, network)
         _check_data("test", x_test, t_test, network)
-        self._dtype = network.params["W1"].dtype
+        self._dtype = next(iter(network.params.values())).dtype
         self.resident = self._fits(x_train, t_train, x_test, t_test)
         self.x_train, self.t_train = self._place(x_train, t_train)
         self.x_test, self.t_test = self._place(x_test, t_test)
-        self.iter_per_epoch = (math.ceil(self.train_size / mini_batch_size) if sampling == "shuffle"
-                               else max(self.train_size // mini_batch_size, 1))
+        self.iter_per_epoch = steps_per_epoch(self.train_size, mini_batch_size, sampling)
         self.max_iter = epochs * self.iter_per_epoch
 
         self.rng = host_generator(seed)
@@ -84,7 +152,7 @@ class Trainer:
         self.train_acc_list: list[float] = []
         self.test_acc_list: list[float] = []
         self.epoch_seconds: list[float] = []
-        self.final_test_accuracy: "float | None" = None
+        self.final_test_accuracy: float | None = None
         if resume is not None:
             self._resume(resume)
 
@@ -111,19 +179,13 @@ class Trainer:
         chosen = indices_host[start:stop]
         return self.where.asarray(x[chosen], dtype=self._dtype), self.where.asarray(t[chosen])
 
-    def _epoch_order(self):
-        """This epoch's sample indices, drawn on the host from the seeded generator."""
-        if self.sampling == "shuffle":
-            return self.rng.permutation(self.train_size)
-        return self.rng.integers(0, self.train_size, size=self.iter_per_epoch * self.batch_size)
-
     # -- training --------------------------------------------------------------------------------------------
 
     def train_epoch(self) -> float:
         """One epoch of steps; returns its mean loss. Raises TrainingDivergedError on a NaN/inf loss."""
         started = time.perf_counter()
-        order = self._epoch_order()
-        order_device = self.where.asarray(order) if self.resident else None
+        order = epoch_order(self.rng, self.train_size, self.batch_size, self.sampling)
+        order_device: Any = self.where.asarray(order) if self.resident else None
         losses = []
         epoch = self.current_epoch + 1
         show = self.progress if self.progress is not None else self.verbose and sys.stderr.isatty()
@@ -137,15 +199,10 @@ class Trainer:
                     losses.append(fused(self.x_train, self.t_train, order_device[start:stop]))
                 else:
                     x_batch, t_batch = self._batch(self.x_train, self.t_train, order_device, order, start, stop)
-                    if fused is not None:
-                        losses.append(fused(x_batch, t_batch))
-                    else:
-                        grads = self.network.gradient(x_batch, t_batch)
-                        self.optimizer.update(self.network.params, grads)
-                        losses.append(self.network.last_loss)
+                    losses.append(fused(x_batch, t_batch) if fused is not None else self._step(x_batch, t_batch))
                 bar.update(1)
             # the one read of the epoch's losses: no host synchronisation inside a step
-            values = to_numpy(namespace(losses[0]).stack(losses)).tolist()
+            values = _read_losses(losses)
             self._check_finite(values, epoch)
             self.current_iter += self.iter_per_epoch
             self.current_epoch = epoch
@@ -160,9 +217,19 @@ class Trainer:
             self.save_checkpoint(self.checkpoint)
         return sum(values) / len(values)
 
+    def _step(self, x_batch, t_batch):
+        """The generic step: the network's gradient, the optimizer's update; the loss the gradient measured."""
+        grads = self.network.gradient(x_batch, t_batch)
+        self.optimizer.update(self.network.params, grads)
+        if hasattr(self.network, "last_loss"):
+            return self.network.last_loss
+        return float(self.network.loss(x_batch, t_batch))  # a network of the book's kind: its loss after the update
+
     def _fused_step(self):
-        if self.fast_path and self._fused is None:
-            self._fused = fused_step(self.network, self.optimizer) or False
+        """The network's fused gradient-and-update step (asked once), or None: fast path off or not offered."""
+        if self._fused is None:
+            make = getattr(self.network, "fused_step", None) if self.fast_path else None
+            self._fused = (make(self.optimizer) if make is not None else None) or False
         return self._fused or None
 
     def _check_finite(self, values: list, epoch: int) -> None:
@@ -184,27 +251,13 @@ class Trainer:
 
     def train(self) -> dict:
         """Train for the remaining epochs, then measure the final test accuracy; returns the history."""
-        if self.verbose:
-            print(f"training on {self.where.name}: {self.iter_per_epoch} steps per epoch of {self.batch_size}, "
-                  f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {type(self.optimizer).__name__}"
-                  + ("" if self.resident else " (data moved batch by batch: it does not fit on the device)"))
-            print(f"{'epoch':>7} {'loss':>8} {'train acc':>10} {'test acc':>9} {'seconds':>8}")
-            for epoch in range(self.current_epoch):  # what a resumed run had done already
-                self._print_row(epoch)
+        self.reporter.train_start(self)
         while self.current_epoch < self.epochs:
             self.train_epoch()
-            if self.verbose:
-                self._print_row(self.current_epoch - 1)
+            self.reporter.epoch_end(self, self.current_epoch)
         self.final_test_accuracy = self.network.accuracy(self.x_test, self.t_test)
-        if self.verbose:
-            print(f"final test accuracy: {self.final_test_accuracy:.4f}")
+        self.reporter.train_end(self)
         return self.history()
-
-    def _print_row(self, epoch: int) -> None:
-        steps = self.train_loss_list[epoch * self.iter_per_epoch:(epoch + 1) * self.iter_per_epoch]
-        seconds = f"{self.epoch_seconds[epoch]:8.2f}" if epoch < len(self.epoch_seconds) else f"{'-':>8}"
-        print(f"{epoch + 1:>3}/{self.epochs:<3} {sum(steps) / max(len(steps), 1):8.4f} "
-              f"{self.train_acc_list[epoch]:10.4f} {self.test_acc_list[epoch]:9.4f} {seconds}", flush=True)
 
     def history(self) -> dict:
         return {"train_loss_list": list(self.train_loss_list), "train_acc_list": list(self.train_acc_list),
@@ -215,31 +268,22 @@ class Trainer:
 
     def save_checkpoint(self, path) -> None:
         """Parameters, optimizer state, generator state, epoch and history, in one atomically written .npz."""
-        optimizer_state = self.optimizer.state_dict()
-        arrays = {f"param/{k}": v for k, v in self.network.params.items()}
-        arrays.update({f"optimizer/{k}": v for k, v in optimizer_state["arrays"].items()})
-        metadata = {
-            "kind": "anynet-checkpoint",
+        save_checkpoint(path, self.network, self.optimizer, {
             "epoch": self.current_epoch,
             "iter": self.current_iter,
-            "architecture": self.network.architecture(),
-            "optimizer": {"name": type(self.optimizer).__name__, "iter": optimizer_state["iter"],
-                          "hyperparameters": self.optimizer.hyperparameters()},
             "batch_size": self.batch_size,
             "sampling": self.sampling,
             "rng": self.rng.bit_generator.state,
             "history": {"train_loss_list": self.train_loss_list, "train_acc_list": self.train_acc_list,
                         "test_acc_list": self.test_acc_list, "epoch_seconds": self.epoch_seconds},
-        }
-        save_params(path, arrays, metadata=metadata)
+        })
 
     def _resume(self, path) -> None:
-        metadata = read_metadata(path)
-        if metadata.get("kind") != "anynet-checkpoint":
-            raise ValueError(f"{path}: not a checkpoint written by anynet's Trainer (checkpoint=PATH writes one)")
+        arrays, metadata = load_checkpoint(path, device=self.where)
         mismatches = []
-        if metadata["architecture"] != self.network.architecture():
-            mismatches.append(f"network {metadata['architecture']} vs {self.network.architecture()}")
+        architecture = architecture_of(self.network)
+        if metadata["architecture"] != architecture:
+            mismatches.append(f"network {metadata['architecture']} vs {architecture}")
         if metadata["optimizer"]["name"] != type(self.optimizer).__name__:
             mismatches.append(f"optimizer {metadata['optimizer']['name']} vs {type(self.optimizer).__name__}")
         if metadata["batch_size"] != self.batch_size or metadata["sampling"] != self.sampling:
@@ -248,11 +292,8 @@ class Trainer:
         if mismatches:
             raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(mismatches)
                              + ". Resume with the settings the checkpoint was made with.")
-        saved = load_params(path, device=self.where)
-        self.network.load_params({k[len("param/"):]: v for k, v in saved.items() if k.startswith("param/")})
-        self.optimizer.load_state_dict({"iter": metadata["optimizer"]["iter"],
-                                        "arrays": {k[len("optimizer/"):]: v for k, v in saved.items()
-                                                   if k.startswith("optimizer/")}}, self.where)
+        _load_params(self.network, arrays["params"])
+        self.optimizer.load_state_dict(arrays["optimizer"], self.where)
         self.rng.bit_generator.state = metadata["rng"]
         self.current_epoch = metadata["epoch"]
         self.current_iter = metadata["iter"]
@@ -263,26 +304,62 @@ class Trainer:
         self.epoch_seconds = list(history["epoch_seconds"])
 
 
+def _place_network(network, device: str | Device | None) -> Device:
+    """The device to train on; the network is moved there (with its ``to``) if it is elsewhere."""
+    here = network.device if hasattr(network, "device") else device_of(next(iter(network.params.values())))
+    where = make_device(device) if device is not None else here
+    if here != where:
+        if not hasattr(network, "to"):
+            raise ValueError(f"the network is on {here.name} and has no .to() to move it to {where.name}: "
+                             f"build it on {where.name}")
+        network.to(where)
+    return where
+
+
+def _load_params(network, params: dict) -> None:
+    """Put checkpointed parameters into ``network``: its ``load_params``, else in place (the book's layers hold
+    the very arrays of ``params``)."""
+    if hasattr(network, "load_params"):
+        network.load_params(params)
+        return
+    for name, value in params.items():
+        network.params[name][...] = value
+
+
+def _read_losses(losses: list) -> list[float]:
+    """The epoch's losses as floats: device losses stacked and copied to the host at once."""
+    if isinstance(losses[0], float):
+        return losses
+    return to_numpy(namespace(losses[0]).stack(losses)).tolist()
+
+
 def _check_data(which: str, x, t, network) -> int:
-    """Clear errors, before the first step, for data that cannot train ``network``."""
+    """Clear errors, before the first step, for data that cannot train ``network``.
+
+    The labels stay where they are: their range is found in their own namespace, and only its two ends are read.
+    """
     n = x.shape[0]
     if t.shape[0] != n:
         raise ValueError(f"{which} data: {n} samples in x but {t.shape[0]} labels in t; they must match")
+    inputs, classes = getattr(network, "input_size", None), getattr(network, "output_size", None)
     features = math.prod(x.shape[1:])
-    if features != network.input_size:
+    if inputs is not None and features != inputs:
         raise ValueError(f"{which} data: {features} features per sample (x of shape {tuple(x.shape)}), the network "
-                         f"takes {network.input_size}")
-    classes = network.output_size
-    labels = to_numpy(t)
-    if labels.ndim == 2:
-        if labels.shape[1] != classes:
-            raise ValueError(f"{which} data: one-hot labels of width {labels.shape[1]}, the network has {classes} "
+                         f"takes {inputs}")
+    if t.ndim == 2:
+        if classes is not None and t.shape[1] != classes:
+            raise ValueError(f"{which} data: one-hot labels of width {t.shape[1]}, the network has {classes} "
                              "outputs")
-    elif labels.ndim != 1:
-        raise ValueError(f"{which} data: labels of shape {labels.shape}, expected ({n},) or ({n}, {classes})")
-    elif labels.size and (labels.min() < 0 or labels.max() >= classes or labels.dtype.kind not in "iu"):
-        raise ValueError(f"{which} data: labels must be integers in [0, {classes}), got values from "
-                         f"{labels.min()} to {labels.max()} ({labels.dtype})")
+    elif t.ndim != 1:
+        raise ValueError(f"{which} data: labels of shape {tuple(t.shape)}, expected ({n},) or ({n}, {classes})")
+    elif n and classes is not None:
+        xp = namespace(t)
+        lowest, highest = (to_numpy(xp.stack([xp.min(t), xp.max(t)])).tolist() if xp.isdtype(t.dtype, "integral")
+                           else (None, None))
+        if lowest is None or lowest < 0 or highest >= classes:
+            labels = to_numpy(t)  # only to say what is wrong: the run stops here
+            raise ValueError(f"{which} data: labels must be integers in [0, {classes}), got values from "
+                             f"{labels.min()} to {labels.max()} ({labels.dtype})")
     if n == 0:
         raise ValueError(f"{which} data is empty")
     return n

@@ -9,8 +9,17 @@ import anynet
 from anynet import Device
 from anynet.io import read_metadata
 from anynet.networks import MultiLayerNet, TwoLayerNet
-from anynet.trainer import Trainer, TrainingDivergedError
+from anynet.trainer import ConsoleReporter, Reporter, Trainer, TrainingDivergedError
 from tests.conftest import DEVICE_NAMES
+
+# The devices with a fused fast path (NumPy on the CPU, CuPy on a GPU): only there does fast_path=True run other
+# code than fast_path=False, so only there are both run.
+FAST_PATH_LIBRARIES = ("numpy", "cupy")
+DEVICE_AND_FAST_PATH = [
+    pytest.param(name, fast_path, id=f"{name}-{'fast-path' if fast_path else 'generic'}")
+    for name in DEVICE_NAMES
+    for fast_path in ((True, False) if anynet.device(name).library in FAST_PATH_LIBRARIES else (False,))
+]
 
 
 def blobs(n, features=784, classes=10, seed=0):
@@ -116,10 +125,12 @@ def _interrupt_after(monkeypatch, steps):
     monkeypatch.setattr(anynet.trainer, "progress_bar", Bar)
 
 
-@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "generic"])
+@pytest.mark.parametrize("device_name, fast_path", DEVICE_AND_FAST_PATH)
 @pytest.mark.parametrize("optimizer", ["adam", "momentum", "sgd"])
-def test_an_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does(device, data, tmp_path, monkeypatch,
-                                                                              optimizer, fast_path):
+def test_an_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does(device_name, fast_path, data, tmp_path,
+                                                                              monkeypatch, optimizer):
+    device = anynet.device(device_name)
+
     def make(**options):
         net = MultiLayerNet(784, [16], 10, device=device, seed=5)
         return net, Trainer(net, *data, epochs=3, mini_batch_size=200, optimizer=optimizer,
@@ -207,3 +218,134 @@ def test_device_switch_moves_the_network(data):
     trainer = Trainer(net, *data, epochs=1, device="strict:device1", verbose=False)
     trainer.train()  # device1 raises on any hidden host copy: passing proves the whole step stays there
     assert net.device == "strict:device1" and anynet.device_of(trainer.x_train) == "strict:device1"
+
+
+def test_the_book_positional_order_and_every_keyword_still_work(data, tmp_path):
+    net = TwoLayerNet(784, 8, 10, seed=0)
+    trainer = Trainer(net, *data, 1, 200, "adam", {"lr": 0.01}, 300, False, device="cpu", seed=2,
+                      sampling="replacement", checkpoint=tmp_path / "c.npz", resume=None, progress=False,
+                      fast_path=False)
+    assert (trainer.epochs, trainer.batch_size, type(trainer.optimizer).__name__, trainer.optimizer.lr) == \
+        (1, 200, "Adam", 0.01)
+    assert (trainer.evaluate_sample_num_per_epoch, trainer.verbose, trainer.seed, trainer.sampling) == \
+        (300, False, 2, "replacement")
+    trainer.train()
+    assert read_metadata(tmp_path / "c.npz")["epoch"] == 1
+
+
+class Recorder(Reporter):
+    def __init__(self):
+        self.calls = []
+
+    def train_start(self, trainer):
+        self.calls.append(("start", trainer.current_epoch))
+
+    def epoch_end(self, trainer, epoch):
+        self.calls.append(("epoch", epoch, trainer.test_acc_list[epoch - 1]))
+
+    def train_end(self, trainer):
+        self.calls.append(("end", trainer.final_test_accuracy))
+
+
+def test_a_reporter_of_ones_own_replaces_the_printed_table(data, capsys):
+    recorder = Recorder()
+    trainer = Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=2, optimizer="adam", reporter=recorder)
+    history = trainer.train()
+    assert capsys.readouterr().out == ""
+    assert recorder.calls == [("start", 0), ("epoch", 1, history["test_acc_list"][0]),
+                              ("epoch", 2, history["test_acc_list"][1]), ("end", history["final_test_accuracy"])]
+    Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=1, verbose=False).train()
+    assert capsys.readouterr().out == "", "verbose=False prints nothing"
+    assert isinstance(Trainer(TwoLayerNet(784, 8, 10, seed=0), *data).reporter, ConsoleReporter)
+
+
+def test_a_resumed_run_prints_the_epochs_it_had_done(data, tmp_path, capsys):
+    checkpoint = tmp_path / "ckpt.npz"
+    Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=1, checkpoint=checkpoint).train()
+    first = capsys.readouterr().out.splitlines()
+    Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=2, resume=checkpoint).train()
+    second = capsys.readouterr().out.splitlines()
+    assert second[0].endswith("2 epochs, SGD") and second[1] == first[1]
+    # the done epoch's row, as the first run printed it (its seconds from the checkpoint), then the new one
+    assert first[2].split()[0] == "1/1" and second[2].split() == ["1/2", *first[2].split()[1:]]
+    assert second[3].split()[0] == "2/2" and second[-1].startswith("final test accuracy: ")
+
+
+class BookTwoLayerNet:
+    """The book's chapter-5 TwoLayerNet, as a user copies it: params, layers, gradient, loss, accuracy; no
+    fused_step, last_loss, device, to() or architecture()."""
+
+    def __init__(self, weights):
+        from collections import OrderedDict
+
+        from anynet.layers import Affine, Relu, SoftmaxWithLoss
+
+        self.params = {name: np.array(value) for name, value in weights.items()}
+        self.layers = OrderedDict(Affine1=Affine(self.params["W1"], self.params["b1"]), Relu1=Relu(),
+                                  Affine2=Affine(self.params["W2"], self.params["b2"]))
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def accuracy(self, x, t):
+        return float(np.sum(np.argmax(self.predict(x), axis=1) == t) / x.shape[0])
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        return {"W1": self.layers["Affine1"].dW, "b1": self.layers["Affine1"].db,
+                "W2": self.layers["Affine2"].dW, "b2": self.layers["Affine2"].db}
+
+
+def test_a_network_of_the_books_kind_trains_like_anynets_own(data, tmp_path):
+    ours = TwoLayerNet(784, 16, 10, activation="relu", seed=3)
+    book = BookTwoLayerNet({name: anynet.to_numpy(value) for name, value in ours.params.items()})
+    assert not hasattr(book, "fused_step")
+    options = {"epochs": 2, "mini_batch_size": 100, "optimizer": "adam", "optimizer_param": {"lr": 0.01}, "seed": 1,
+               "verbose": False}
+    Trainer(ours, *data, fast_path=False, **options).train()
+    checkpoint = tmp_path / "book.npz"
+    trainer = Trainer(book, *data, checkpoint=checkpoint, **options)
+    history = trainer.train()
+    for name, value in ours.params.items():
+        np.testing.assert_allclose(book.params[name], anynet.to_numpy(value), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert history["test_acc_list"][-1] > 0.9 and len(history["train_loss_list"]) == 120
+    # the book's Trainer records the loss after each update: here, of the trained network on the last batch
+    from anynet.trainer import epoch_order
+
+    rng = anynet.backend.host_generator(1)
+    epoch_order(rng, 6000, 100, "shuffle")
+    last = epoch_order(rng, 6000, 100, "shuffle")[-100:]
+    x, t = data[0], data[1]
+    assert history["train_loss_list"][-1] == pytest.approx(float(book.loss(x[last], t[last])), rel=1e-6)
+
+    resumed = BookTwoLayerNet({name: np.zeros_like(value) for name, value in book.params.items()})
+    Trainer(resumed, *data, resume=checkpoint, **options)
+    for name, value in book.params.items():
+        assert np.array_equal(resumed.params[name], value), name
+    assert resumed.layers["Affine1"].W is resumed.params["W1"], "loaded in place: the layers see the weights"
+    assert np.array_equal(resumed.predict(data[2]), book.predict(data[2]))
+
+
+def test_labels_on_the_device_are_checked_where_they_are(data, monkeypatch):
+    """Only the two ends of the label range come to the host, not the labels."""
+    import anynet.trainer
+
+    copied = []
+    to_numpy = anynet.trainer.to_numpy
+    monkeypatch.setattr(anynet.trainer, "to_numpy", lambda x: copied.append(x.shape) or to_numpy(x))
+    where = anynet.device("strict:device1" if "strict:device1" in DEVICE_NAMES else "cpu")
+    on_device = [where.asarray(a) for a in data]
+    Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), *on_device, verbose=False)
+    assert copied == [(2,), (2,)]
+    bad = where.asarray(data[1] + 5)
+    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\), got values from 5 to 14"):
+        Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), on_device[0], bad, *on_device[2:], verbose=False)
