@@ -1,14 +1,17 @@
-"""The ``anynet`` command: ``devices``, ``train`` and ``evaluate``."""
+"""The ``anynet`` command: ``devices``, ``train``, ``evaluate`` and, from a source checkout, ``bench``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from . import __version__
 from .backend import available_devices, device, library_versions, to_numpy
+from .chunking import chunk_bounds
 
 __all__ = ["main", "build_parser"]
 
@@ -26,8 +29,9 @@ def _devices(args: argparse.Namespace) -> int:
     print("devices usable here (pass one to --device or anynet.device()):")
     for name in names:
         print(f"  {name}")
-    print(f"'auto' picks: {device('auto').name}")
-    if not any(name.startswith("cuda") for name in names):
+    auto = device("auto")
+    print(f"'auto' picks: {auto.name}")
+    if auto.platform != "cuda":  # auto takes a CUDA GPU through CuPy whenever there is one
         print('no CUDA device through CuPy; on a CUDA machine: pip install "anynet[cuda12]" or "anynet[cuda13]"')
     return 0
 
@@ -36,12 +40,12 @@ def _pick_device(spec: str):
     where = device(spec)
     why = ""
     if spec == "auto":
-        why = " (auto: a CUDA GPU through CuPy)" if where.library == "cupy" else " (auto: no CUDA GPU through CuPy)"
+        why = " (auto: a CUDA GPU through CuPy)" if where.platform == "cuda" else " (auto: no CUDA GPU through CuPy)"
     print(f"device: {where.name}{why}")
     return where
 
 
-def _check_output_path(option: str, path: "str | None") -> None:
+def _check_output_path(option: str, path: str | None) -> None:
     """Fail now, not after training, on an output file that cannot be written (a --plot also needs matplotlib)."""
     if path is None:
         return
@@ -71,6 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     where = _pick_device(args.device)
     (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, root=args.data_dir)
     print(f"data: {args.dataset}, {x_train.shape[0]} training and {x_test.shape[0]} test images")
+    network: TwoLayerNet | MultiLayerNet
     if args.model == "two-layer":
         network = TwoLayerNet(784, args.hidden[0], 10, activation=args.activation, device=where, seed=args.seed)
     else:
@@ -130,7 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                         f"{args.dataset} (784 inputs, 10 classes)")
     x, t = where.asarray(x), where.asarray(t)
     xp = where.xp
-    scores = xp.concat([network.predict(x[i:min(i + 10000, x.shape[0]), ...]) for i in range(0, x.shape[0], 10000)])
+    scores = xp.concat([network.predict(x[start:stop, ...]) for start, stop in chunk_bounds(x.shape[0], 10000)])
     counts = to_numpy(confusion_matrix(t, scores, 10)).tolist()
     names = DATASETS[args.dataset].class_names
     correct = sum(counts[i][i] for i in range(10))
@@ -200,19 +205,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plot", metavar="FILE.png", help="save a grid of misclassified test images")
     evaluate.set_defaults(run=_evaluate)
 
-    # listed for --help; main() hands its arguments to anynet.benchmark, which has its own parser
-    commands.add_parser("bench", help="time anynet against the book's NumPy code and PyTorch (see bench --help)")
+    bench = commands.add_parser("bench", help="time anynet against the book's NumPy code and PyTorch "
+                                              "(from a source checkout)")
+    benchmarks = _benchmarks()
+    if benchmarks is not None:
+        bench.description = (benchmarks.__doc__ or "").split("\n\n")[0]
+        benchmarks.add_arguments(bench)
+        bench.set_defaults(run=benchmarks.run)
+    else:  # an installed wheel: whatever the options, the one line that says where the benchmark is
+        bench.set_defaults(run=_no_benchmarks)
     return parser
 
 
-def main(argv: "list[str] | None" = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bench"]:
-        from .benchmark import main as bench
+# The benchmark lives in the source tree beside the package (benchmarks/), not in the wheel.
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
-        return bench(argv[1:])
+
+def _benchmarks() -> ModuleType | None:
+    """The ``benchmarks`` package of the source checkout this anynet is imported from, or None (a wheel install)."""
+    init = BENCHMARKS / "__init__.py"
+    if not init.is_file():
+        return None
+    loaded = sys.modules.get("benchmarks")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == init:
+        return loaded
+    # by its path, so that neither the checkout's other folders nor another "benchmarks" on sys.path come in
+    spec = importlib.util.spec_from_file_location("benchmarks", init, submodule_search_locations=[str(BENCHMARKS)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks"] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["benchmarks"]
+        raise
+    return module
+
+
+def _no_benchmarks(args: argparse.Namespace) -> int:
+    raise UserError("the benchmark is not installed with the package: it needs a source checkout "
+                    "(git clone the repository, pip install -e . there, then anynet bench or "
+                    "python scripts/benchmark.py)")
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "run", None) is not _no_benchmarks:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -4,6 +4,9 @@
 
 Every contender gets the same data, initial weights, hyperparameters and batch indices; each is run once to warm
 up, then timed ``--repeats`` times (device-synchronised), and the median is reported with the spread.
+
+This package lives in the source tree, not in the wheel. Its options are defined once, by :func:`add_arguments`;
+:func:`run` runs a parsed command line (``anynet bench`` uses both), :func:`main` is the script's entry point.
 """
 
 from __future__ import annotations
@@ -22,52 +25,11 @@ import numpy as np
 
 import anynet
 from anynet.backend import library_versions
-from anynet.benchmark.contenders import BookNumPy, PyTorch, Workload, gemm_rate
-from anynet.networks import MultiLayerNet
-from anynet.trainer import Trainer
 
-WORKLOADS = {
-    "a": Workload("a", "book ch.4 epoch: 784-50-10 sigmoid, SGD 0.1, batch 100, 600 steps + accuracy",
-                  [784, 50, 10], "sigmoid", "sgd", 0.1, 100, "replacement"),
-    "b": Workload("b", "784-100-100-10 ReLU, Adam 1e-3, batch 100, one epoch + accuracy",
-                  [784, 100, 100, 10], "relu", "adam", 1e-3, 100, "shuffle"),
-    "c": Workload("c", "inference, 10000 test images, 784-100-100-10 ReLU", [784, 100, 100, 10], "relu", "adam",
-                  1e-3, 100, "shuffle", inference_batch=(100, 10000)),
-    # wide layers, so that the GEMMs are big enough for a GPU to show its throughput
-    "d": Workload("d", "784-1024-1024-10 ReLU, Adam 1e-3, batch 4096, one epoch + accuracy",
-                  [784, 1024, 1024, 10], "relu", "adam", 1e-3, 4096, "shuffle"),
-}
+from .contenders import Anynet, BookNumPy, PyTorch, gemm_rate
+from .workloads import WORKLOADS, Workload
 
-
-class Anynet:
-    """anynet as its users run it: a network and the Trainer, data placed on the device once."""
-
-    name = "anynet"
-
-    def __init__(self, workload, data, weights, device_name, seed):
-        self.w, self.seed, self.weights = workload, seed, weights
-        self.where = anynet.device(device_name)
-        (x, t), (x_test, t_test) = data
-        self.data = [self.where.asarray(a) for a in (x, t, x_test, t_test)]
-        self.reset()
-
-    def reset(self):
-        hidden = self.w.sizes[1:-1]
-        self.network = MultiLayerNet(self.w.sizes[0], hidden, self.w.sizes[-1], activation=self.w.activation,
-                                     device=self.where).load_params(self.weights)
-        self.trainer = Trainer(self.network, *self.data, epochs=1, mini_batch_size=self.w.batch_size,
-                               optimizer=self.w.optimizer, optimizer_param={"lr": self.w.lr}, seed=self.seed,
-                               sampling=self.w.sampling, verbose=False, progress=False)
-
-    def epoch(self, order):
-        self.trainer.train_epoch()  # draws the same order from the same seed
-        return self.trainer.train_loss_list[-1], self.trainer.train_acc_list[-1], self.trainer.test_acc_list[-1]
-
-    def infer(self, batch_size):
-        return self.network.accuracy(self.data[2], self.data[3], batch_size=batch_size)
-
-    def synchronize(self):
-        self.where.synchronize()
+__all__ = ["add_arguments", "run", "main", "run_benchmark", "load_data", "WORKLOADS", "Workload"]
 
 
 def load_data(data_dir=None):
@@ -117,12 +79,11 @@ def _interleaved(entries, repeats):
 def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True):
     (x, t), _ = data
     where = anynet.device(device_name)
-    makers = [("anynet", lambda w, weights: Anynet(w, data, weights, device_name, seed))]
-    if where.library in ("numpy", "strict"):
+    makers = [("anynet", lambda w, weights: Anynet(w, data, device_name, seed))]
+    if where.platform == "cpu":  # the book's NumPy runs on the host
         makers.append(("book NumPy", lambda w, weights: BookNumPy(w, data, weights)))
-    # PyTorch on the same hardware: the host for NumPy and strict, the same GPU for CuPy
-    torch_device = {"cupy": f"cuda:{where.name.rsplit(':', 1)[-1]}",
-                    "torch": where.name.removeprefix("torch:")}.get(where.library, "cpu")
+    # PyTorch on the same hardware: the host, or the same GPU
+    torch_device = f"cuda:{where.index}" if where.platform == "cuda" else "cpu"
     if with_torch:
         try:
             import torch  # noqa: F401
@@ -133,12 +94,12 @@ def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True):
     rows = []
     for key in workloads:
         w = WORKLOADS[key]
-        weights = w.initial_weights(seed)
-        order = w.batch_order(seed, x.shape[0])
+        weights = w.initial_weights(seed)  # anynet's network for this seed: what every contender starts from
+        order = w.batch_order(seed, x.shape[0])  # what anynet's Trainer draws for this seed
         contenders = [(name, make(w, weights), make) for name, make in makers]
         if w.inference_batch:
             for batch in w.inference_batch:
-                entries = [(c, lambda c=c: c.infer(batch), lambda: None) for _, c, _ in contenders]
+                entries = [(c, lambda c=c, batch=batch: c.infer(batch), lambda: None) for _, c, _ in contenders]
                 seconds, results = _interleaved(entries, repeats)
                 for (name, _, _), took, accuracy in zip(contenders, seconds, results):
                     rows.append(_row(w, name, took, 10000, w.inference_flops(10000), None, None, accuracy,
@@ -148,8 +109,8 @@ def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True):
             for name, contender, make in contenders:
                 # each timed epoch starts from the same weights and optimizer state
                 reset = contender.reset if name == "anynet" else \
-                    lambda c=contender, make=make: c.__dict__.update(make(w, weights).__dict__)
-                entries.append((contender, lambda c=contender: c.epoch(order), reset))
+                    lambda c=contender, make=make, w=w, weights=weights: c.__dict__.update(make(w, weights).__dict__)
+                entries.append((contender, lambda c=contender, order=order: c.epoch(order), reset))
             seconds, results = _interleaved(entries, repeats)
             images = w.steps(x.shape[0]) * w.batch_size + x.shape[0] + 10000
             for (name, _, _), took, (loss, train_acc, test_acc) in zip(contenders, seconds, results):
@@ -193,37 +154,58 @@ def hardware(device_name):
         info["cpu"] = names[0] if names else platform.processor()
     except OSError:
         info["cpu"] = platform.processor()
-    where = anynet.device(device_name)
-    if where.library == "cupy":
-        import cupy
-
-        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(where.native.id)["name"].decode()
-    elif where.name.startswith("torch:cuda"):
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(where.native)
+    gpu = anynet.device(device_name).hardware()
+    if gpu is not None:
+        info["gpu"] = gpu
     return info
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="anynet bench", description=__doc__.splitlines()[0])
+def _workloads(text: str) -> str:
+    if not text or set(text) - set(WORKLOADS):
+        raise argparse.ArgumentTypeError(f"takes letters from {''.join(WORKLOADS)!r}, got {text!r}")
+    return text
+
+
+def _repeats(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options, added to ``parser`` (the script's and ``anynet bench``'s)."""
     parser.add_argument("--device", default="cpu", help="anynet's device: cpu, cuda, torch:cuda, ... (default cpu)")
-    parser.add_argument("--workloads", default="abcd", help="which of a, b, c, d (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per contender after one warm-up")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workloads", default="abcd", type=_workloads,
+                        help=f"which of {', '.join(WORKLOADS)} (default: all; each is described as it runs)")
+    parser.add_argument("--repeats", type=_repeats, default=5, help="timed runs per contender after one warm-up "
+                        "(default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and batch order (default 0)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument("--json", default=None, metavar="FILE", help="where to write the results "
                         "(default: benchmark-<device>.json in the current folder)")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="folder with Fashion-MNIST or MNIST (else the usual places; never downloaded)")
+
+
+def main(argv=None) -> int:
+    """``python scripts/benchmark.py [options]``: errors in one line, as ``anynet bench`` gives them."""
+    parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description=__doc__.splitlines()[0])
+    add_arguments(parser)
     args = parser.parse_args(argv)
-    unknown = set(args.workloads) - set(WORKLOADS)
-    if unknown or args.repeats < 1:
-        parser.error(f"--workloads takes letters from 'abcd' (got {args.workloads!r}); --repeats at least 1")
     try:
-        where = anynet.device(args.device)
+        return run(args)
     except ValueError as error:
-        print(f"anynet bench: error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark that the parsed options of :func:`add_arguments` describe; write its JSON report."""
+    where = anynet.device(args.device)
     data, data_label = load_data(args.data_dir)
     gemm = gemm_rate(where.name)
     print(f"anynet {anynet.__version__} benchmark on {where.name}; data: {data_label}")
@@ -242,7 +224,7 @@ def main(argv=None) -> int:
                 print(_format_row(row, gemm))
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "device": where.name, "data": data_label, "repeats": args.repeats, "seed": args.seed,
         "gemm_gflops": gemm, "hardware": hardware(where.name), "versions": library_versions(),
         "anynet": anynet.__version__,

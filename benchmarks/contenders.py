@@ -1,59 +1,52 @@
-"""The programs anynet is measured against, each written the way its users write it.
+"""The contenders: anynet and the programs it is measured against, each written the way its users write it.
 
-These are peers, not anynet code: each is written in its own library on purpose (NumPy as the book writes it,
-PyTorch as its tutorials do). Every contender gets the same data, initial weights and batch indices.
+The peers are not anynet code: each is written in its own library on purpose (NumPy as the book writes it,
+PyTorch as its tutorials do). Every contender gets the same data, initial weights and batch indices: those of
+anynet's network and Trainer for the run's seed (see workloads.py).
 """
 
 from __future__ import annotations
 
-import math
+import time
 
 import numpy as np
 
+import anynet
+from anynet.trainer import Trainer
 
-class Workload:
-    """One benchmark: a network, how it is trained, and the batch indices every contender uses."""
+# ------------------------------------------------------------------------------------------------------------
+# anynet, as its users run it
+# ------------------------------------------------------------------------------------------------------------
 
-    def __init__(self, key, title, sizes, activation, optimizer, lr, batch_size, sampling, evaluate=True,
-                 inference_batch=None):
-        self.key, self.title = key, title
-        self.sizes, self.activation = sizes, activation
-        self.optimizer, self.lr = optimizer, lr
-        self.batch_size, self.sampling = batch_size, sampling
-        self.evaluate = evaluate
-        self.inference_batch = inference_batch
 
-    def initial_weights(self, seed):
-        """The anynet networks' initial weights for ``seed``: the book's 0.01 * randn for the sigmoid net, He
-        for ReLU (drawn in the same order as anynet.networks does)."""
-        rng = np.random.default_rng(seed)
-        weights = {}
-        for i, (fan_in, fan_out) in enumerate(zip(self.sizes, self.sizes[1:]), 1):
-            scale = 0.01 if self.activation == "sigmoid" else math.sqrt(2.0 / fan_in)
-            weights[f"W{i}"] = (scale * rng.standard_normal((fan_in, fan_out))).astype(np.float32)
-            weights[f"b{i}"] = np.zeros(fan_out, dtype=np.float32)
-        return weights
+class Anynet:
+    """anynet as its users run it: the workload's network and the Trainer, data placed on the device once."""
 
-    def batch_order(self, seed, n):
-        """The sample indices of one epoch, drawn as anynet's Trainer draws them for ``seed``."""
-        rng = np.random.default_rng(seed)
-        if self.sampling == "shuffle":
-            return rng.permutation(n)
-        return rng.integers(0, n, size=self.steps(n) * self.batch_size)
+    name = "anynet"
 
-    def steps(self, n):
-        return math.ceil(n / self.batch_size) if self.sampling == "shuffle" else max(n // self.batch_size, 1)
+    def __init__(self, workload, data, device_name, seed):
+        self.w, self.seed = workload, seed
+        self.where = anynet.device(device_name)
+        (x, t), (x_test, t_test) = data
+        self.data = [self.where.asarray(a) for a in (x, t, x_test, t_test)]
+        self.reset()
 
-    def train_flops(self, n):
-        """GEMM floating-point operations of one epoch: forward, weight gradients, input gradients past layer 1,
-        plus the forward passes of the evaluation on n + 10000 images."""
-        per_sample = sum(2 * a * b for a, b in zip(self.sizes, self.sizes[1:]))
-        first = 2 * self.sizes[0] * self.sizes[1]
-        images = self.steps(n) * self.batch_size if self.sampling == "replacement" else n
-        return images * (3 * per_sample - first) + (n + 10000) * per_sample
+    def reset(self):
+        """A fresh network (the initial weights every contender gets) and Trainer (the same batch order)."""
+        self.network = self.w.network(self.seed, self.where)
+        self.trainer = Trainer(self.network, *self.data, epochs=1, mini_batch_size=self.w.batch_size,
+                               optimizer=self.w.optimizer, optimizer_param={"lr": self.w.lr}, seed=self.seed,
+                               sampling=self.w.sampling, verbose=False, progress=False)
 
-    def inference_flops(self, n):
-        return n * sum(2 * a * b for a, b in zip(self.sizes, self.sizes[1:]))
+    def epoch(self, order):
+        self.trainer.train_epoch()  # draws ``order`` itself, from the same seed
+        return self.trainer.train_loss_list[-1], self.trainer.train_acc_list[-1], self.trainer.test_acc_list[-1]
+
+    def infer(self, batch_size):
+        return self.network.accuracy(self.data[2], self.data[3], batch_size=batch_size)
+
+    def synchronize(self):
+        self.where.synchronize()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -225,10 +218,6 @@ class PyTorch:
 
 def gemm_rate(device_name: str, size: int = 4096, repeats: int = 3) -> float:
     """Measured float32 GEMM GFLOP/s of ``device_name``'s library, best of ``repeats``."""
-    import time
-
-    import anynet
-
     where = anynet.device(device_name)
     xp = where.xp
     a = where.asarray(np.random.default_rng(0).standard_normal((size, size)), dtype="float32")

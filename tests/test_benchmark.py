@@ -4,12 +4,18 @@ No timing is asserted here (timings belong in docs/performance.md); what is chec
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from anynet import benchmark, cli
+import benchmarks as benchmark
+from anynet import cli
 from tests.test_trainer import blobs
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +52,42 @@ def test_contenders_learn_the_same_thing(small_data, monkeypatch):
             assert row["vs_book_numpy"] == 1.0
 
 
-def test_the_same_batches_as_the_trainer():
-    workload = benchmark.WORKLOADS["a"]
-    order = workload.batch_order(seed=4, n=6000)
+@pytest.mark.parametrize("key", ["a", "b"])
+def test_the_same_batches_and_weights_as_the_trainer(key, monkeypatch):
+    """What the benchmark hands every contender is what anynet's network and Trainer use for that seed."""
+    import anynet.trainer
     from anynet.networks import TwoLayerNet
     from anynet.trainer import Trainer
 
-    x, t = blobs(6000)
-    trainer = Trainer(TwoLayerNet(784, 4, 10, seed=0), x, t, x, t, mini_batch_size=100, sampling="replacement",
-                      seed=4, verbose=False)
-    assert np.array_equal(trainer._epoch_order(), order)
+    workload = benchmark.WORKLOADS[key]
+    drawn = []
+    draw = anynet.trainer.epoch_order
+    monkeypatch.setattr(anynet.trainer, "epoch_order", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    x, t = blobs(600)
+    trainer = Trainer(TwoLayerNet(784, 4, 10, seed=0), x, t, x, t, epochs=1, mini_batch_size=workload.batch_size,
+                      sampling=workload.sampling, seed=4, verbose=False)
+    trainer.train_epoch()
+    assert len(drawn) == 1 and np.array_equal(drawn[0], workload.batch_order(seed=4, n=600))
+    if workload.sampling == "replacement":  # (a): the book's ch.4 loop
+        assert len(drawn[0]) == trainer.iter_per_epoch * workload.batch_size == 600
+    else:
+        assert sorted(drawn[0].tolist()) == list(range(600))
+
+    weights = workload.initial_weights(seed=7)
+    network = workload.network(seed=7)
+    assert sorted(weights) == sorted(network.params)
+    for name, value in network.params.items():
+        assert weights[name].dtype == np.float32 and np.array_equal(weights[name], anynet.to_numpy(value)), name
+    scale = 0.01 if key == "a" else np.sqrt(2.0 / 784)  # the book's ch.4 init, He for ReLU
+    expected = scale * np.random.default_rng(7).standard_normal((784, workload.sizes[1]))
+    np.testing.assert_array_equal(weights["W1"], expected.astype(np.float32))
 
 
 def test_anynet_bench_writes_json(tmp_path, monkeypatch, small_data, capsys):
     monkeypatch.setattr(benchmark, "load_data", lambda data_dir=None: (small_data, "SYNTHETIC (test)"))
     monkeypatch.setattr(benchmark, "PAUSE_S", 0.0)
+    gemm_rate = benchmark.gemm_rate
+    monkeypatch.setattr(benchmark, "gemm_rate", lambda name: gemm_rate(name, size=256))  # the rate, measured quicker
     out = tmp_path / "bench.json"
     assert cli.main(["bench", "--device", "cpu", "--workloads", "c", "--repeats", "1", "--no-torch",
                      "--json", str(out)]) == 0
@@ -70,3 +97,33 @@ def test_anynet_bench_writes_json(tmp_path, monkeypatch, small_data, capsys):
     assert report["device"] == "cpu" and report["gemm_gflops"] > 0 and report["versions"]["numpy"]
     assert {r["contender"] for r in report["results"]} == {"anynet", "book NumPy"}
     assert report["data"] == "SYNTHETIC (test)"
+
+
+def test_bench_options_are_the_benchmarks_own(capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["bench", "--help"])
+    assert caught.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--device", "--workloads", "--repeats", "--seed", "--no-torch", "--json", "--data-dir"):
+        assert option in out, option
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["bench", "--workloads", "xz"])
+    assert caught.value.code == 2 and "takes letters from 'abcd', got 'xz'" in capsys.readouterr().err
+    assert cli.main(["bench", "--device", "tpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("anynet bench: error: unknown device 'tpu'") and len(err.strip().splitlines()) == 1
+
+
+def test_bench_outside_a_source_checkout_says_so_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "BENCHMARKS", tmp_path / "benchmarks")  # as in an installed wheel: no such folder
+    assert cli.main(["bench", "--device", "cpu", "--repeats", "1"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("anynet bench: error: the benchmark is not installed with the package: it needs a source "
+                          "checkout") and "python scripts/benchmark.py" in err
+
+
+def test_the_script_runs_from_a_checkout():
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--help"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and "--workloads" in result.stdout, result.stderr
