@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .backend import (Device, device as make_device, device_of, host_generator, namespace, on_device_of, same_device,
-                      to_numpy)
+from ._kernels import AffineStackSpec, label_predictor
+from ._kernels import fused_step as _kernel_step
+from .backend import Device, device_of, host_generator, namespace, on_device_of, same_device, to_numpy
+from .backend import device as make_device
+from .chunking import chunk_bounds
 from .functions import identity_function, sigmoid, softmax
 from .gradient import numerical_gradient as _numerical_gradient
-from ._kernels import predict_labels
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 
 __all__ = ["init_network", "forward", "predict", "TwoLayerNet", "MultiLayerNet"]
@@ -26,7 +29,7 @@ _CH3_WEIGHTS = {
 }
 
 
-def init_network(device: "str | Device" = "cpu", dtype: Any = "float32") -> dict[str, Any]:
+def init_network(device: str | Device = "cpu", dtype: Any = "float32") -> dict[str, Any]:
     """The book's chapter-3 network: a dict W1, b1, W2, b2, W3, b3 of fixed weights on ``device``."""
     where = make_device(device)
     return {name: where.asarray(value, dtype=dtype) for name, value in _CH3_WEIGHTS.items()}
@@ -65,7 +68,7 @@ class _AffineStack:
     """Affine - activation - ... - Affine - SoftmaxWithLoss, with parameters W1, b1, W2, b2, ... in ``params``."""
 
     def __init__(self, sizes: Sequence[int], scales: Sequence[float], activation: str, weight_decay_lambda: float,
-                 device: "str | Device", dtype: Any, seed: "int | None"):
+                 device: str | Device, dtype: Any, seed: int | None):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         _check_sizes(sizes)
@@ -101,25 +104,51 @@ class _AffineStack:
         return device_of(self.params["W1"])
 
     def _build_layers(self) -> None:
-        self.layers = OrderedDict()
+        self.layers: OrderedDict[str, Any] = OrderedDict()
         for index in range(1, self.depth + 1):
             self.layers[f"Affine{index}"] = Affine(self.params[f"W{index}"], self.params[f"b{index}"])
             if index < self.depth:
                 self.layers[f"{self.activation.capitalize()}{index}"] = ACTIVATIONS[self.activation]()
         self.last_layer = SoftmaxWithLoss()
 
+    def _kernel_spec(self) -> AffineStackSpec:
+        """This stack as anynet._kernels sees it: sizes, activation, decay, and how to read and rebind the
+        parameters (read through ``self`` on every step, so ``to``/``load_params`` are seen)."""
+        return AffineStackSpec(tuple(self.sizes), self.activation, self.weight_decay_lambda,
+                               params=lambda: self.params, rebind=self._rebind)
+
+    def _rebind(self, views: dict[str, Any]) -> None:
+        """Take ``views`` (same names, same values, new arrays) as the parameters; the layers follow."""
+        self.params.update(views)
+        self._build_layers()
+
+    def fused_step(self, optimizer: Any) -> Callable[..., Any] | None:
+        """A callable ``step(x, t, indices=None) -> loss`` doing one training step (gradient and ``optimizer``'s
+        update) on the samples ``indices`` of (x, t), all of them if None, through a fast path of anynet._kernels;
+        the loss (a 0-D array on the device) is also kept in ``last_loss``. None where no fast path applies (the
+        generic ``gradient`` + ``optimizer.update`` then does the same, to rounding)."""
+        step = _kernel_step(self._kernel_spec(), optimizer)
+        if step is None:
+            return None
+
+        def fused(x: Any, t: Any, indices: Any = None) -> Any:
+            self.last_loss = loss = step(x, t, indices)
+            return loss
+
+        return fused
+
     @property
     def lastLayer(self) -> SoftmaxWithLoss:  # noqa: N802 - the book's chapter-5 name
         return self.last_layer
 
-    def to(self, device: "str | Device", dtype: Any = None) -> "_AffineStack":
+    def to(self, device: str | Device, dtype: Any = None) -> _AffineStack:
         """Move every parameter onto ``device`` (optionally casting to ``dtype``); returns the network."""
         where = make_device(device)
         self.params = {name: where.asarray(value, dtype=dtype) for name, value in self.params.items()}
         self._build_layers()
         return self
 
-    def load_params(self, params: dict[str, Any]) -> "_AffineStack":
+    def load_params(self, params: dict[str, Any]) -> _AffineStack:
         """Replace the parameters by ``params`` (same names and shapes), moved onto this network's device."""
         where = self.device
         expected = {name: tuple(value.shape) for name, value in self.params.items()}
@@ -168,7 +197,7 @@ class _AffineStack:
         xp = namespace(t)
         labels = xp.argmax(t, axis=1) if t.ndim != 1 else t
         self._check_features(x)
-        fast = predict_labels(self)
+        fast = label_predictor(self._kernel_spec())
         n = x.shape[0]
         weights = self.params["W1"]
         if fast is not None and same_device(x, weights) and x.dtype == weights.dtype:
@@ -177,8 +206,7 @@ class _AffineStack:
             correct = xp.sum(xp.astype(fast(x, batch_size) == labels, xp.int64))
             return int(to_numpy(correct)) / n
         correct = []
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)  # the array API leaves out-of-range slice ends unspecified
+        for start, stop in chunk_bounds(n, batch_size):
             chunk = on_device_of(self.params["W1"], x[start:stop, ...])
             guess = fast(chunk, batch_size) if fast is not None else xp.argmax(self.predict(chunk), axis=1)
             correct.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
@@ -222,8 +250,8 @@ class TwoLayerNet(_AffineStack):
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float = 0.01, *,
-                 activation: str = "sigmoid", device: "str | Device" = "cpu", dtype: Any = "float32",
-                 seed: "int | None" = None):
+                 activation: str = "sigmoid", device: str | Device = "cpu", dtype: Any = "float32",
+                 seed: int | None = None):
         super().__init__([input_size, hidden_size, output_size], [weight_init_std] * 2, activation, 0.0, device,
                          dtype, seed)
 
@@ -233,7 +261,7 @@ def _check_sizes(sizes: Sequence[int]) -> None:
         raise ValueError(f"layer sizes must be positive integers, got {list(sizes)}")
 
 
-def _init_scale(weight_init_std: "float | str", fan_in: int) -> float:
+def _init_scale(weight_init_std: float | str, fan_in: int) -> float:
     name = str(weight_init_std).lower()
     if name in ("relu", "he"):
         return math.sqrt(2.0 / fan_in)
@@ -255,8 +283,8 @@ class MultiLayerNet(_AffineStack):
     """
 
     def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int, activation: str = "relu",
-                 weight_init_std: "float | str" = "relu", weight_decay_lambda: float = 0, *,
-                 device: "str | Device" = "cpu", dtype: Any = "float32", seed: "int | None" = None):
+                 weight_init_std: float | str = "relu", weight_decay_lambda: float = 0, *,
+                 device: str | Device = "cpu", dtype: Any = "float32", seed: int | None = None):
         sizes = [input_size, *hidden_size_list, output_size]
         _check_sizes(sizes)
         scales = [_init_scale(weight_init_std, fan_in) for fan_in in sizes[:-1]]

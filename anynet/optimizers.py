@@ -9,16 +9,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import Device, device as make_device, device_of, namespace, same_device
+from .backend import Device, device_of, namespace, same_device
+from .backend import device as make_device
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer"]
 
-# The book's guard against dividing by a zero root.
+# The book's guard against dividing by a zero root (AdaGrad, RMSprop, Adam); the fused steps import it from here.
 EPSILON = 1e-7
 
 
 class Optimizer:
-    """Base class: ``state`` maps a slot name ("v", "h", "m") to a dict of per-parameter arrays."""
+    """Base class: ``state`` maps a slot name ("v", "h", "m") to a dict of per-parameter arrays; ``iter`` counts the
+    steps of an optimizer whose update depends on their number (Adam), through ``advance()``."""
 
     slots: tuple = ()
 
@@ -45,7 +47,13 @@ class Optimizer:
     def update(self, params: dict[str, Any], grads: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def to(self, device: "str | Device") -> "Optimizer":
+    def advance(self) -> int:
+        """Count one more step; returns the new count. Every implementation of an update calls it at most once
+        per step (the generic ``update`` here and the fused steps of anynet._kernels alike)."""
+        self.iter += 1
+        return self.iter
+
+    def to(self, device: str | Device) -> Optimizer:
         """Move the optimizer's state onto ``device``; returns the optimizer."""
         where = make_device(device)
         self.state = {slot: {k: where.asarray(v) for k, v in store.items()} for slot, store in self.state.items()}
@@ -59,7 +67,7 @@ class Optimizer:
         arrays = {f"{slot}/{name}": value for slot, store in self.state.items() for name, value in store.items()}
         return {"iter": self.iter, "arrays": arrays}
 
-    def load_state_dict(self, state: dict[str, Any], device: "str | Device") -> None:
+    def load_state_dict(self, state: dict[str, Any], device: str | Device) -> None:
         where = make_device(device)
         self.iter = int(state["iter"])
         self.state = {slot: {} for slot in self.slots}
@@ -164,10 +172,15 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
+    def step_size(self) -> float:
+        """Advance the step counter and return this step's bias-corrected learning rate
+        lr * sqrt(1 - beta2**t) / (1 - beta1**t): the one place of that formula."""
+        t = self.advance()
+        return self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+
     def update(self, params, grads):
         m, v = self._slot("m", params), self._slot("v", params)
-        self.iter += 1
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        lr_t = self.step_size()
         for name in params:
             xp = namespace(params[name])
             g = grads[name]
@@ -180,7 +193,7 @@ OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad":
               "adam": Adam}
 
 
-def make_optimizer(name: "str | Optimizer", params: "dict[str, float] | None" = None) -> Optimizer:
+def make_optimizer(name: str | Optimizer, params: dict[str, float] | None = None) -> Optimizer:
     """An optimizer from its (case-insensitive) name and keyword parameters, as the book's Trainer takes them."""
     if isinstance(name, Optimizer):
         return name

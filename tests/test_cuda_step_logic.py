@@ -17,7 +17,6 @@ import pytest
 import anynet._kernels
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import OPTIMIZERS, make_optimizer
-
 from tests.test_kernels import SETTINGS, _assert_same_params, _generic_step, _problem
 
 
@@ -147,7 +146,7 @@ def test_cuda_step_logic_equals_the_generic_path(cuda_path, optimizer, activatio
     nets = [MultiLayerNet(20, [16, 12], 5, activation=activation, weight_init_std=0.3, weight_decay_lambda=decay,
                           seed=3) for _ in range(2)]
     fast_opt, slow_opt = (make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2))
-    step = cuda_path.FusedStep.create(nets[0], fast_opt)
+    step = cuda_path.FusedStep.create(nets[0]._kernel_spec(), fast_opt)
     assert step is not None
     x, labels, one_hot = _problem(0)
     t = labels if targets == "labels" else one_hot
@@ -165,4 +164,8 @@ def test_cuda_prediction_logic_equals_the_generic_one(cuda_path, activation):
     x = np.random.default_rng(5).normal(size=(500, 20)).astype(np.float32) * 3
     generic = np.argmax(net.predict(x), axis=1)
     for batch in (100, 500):
-        assert np.array_equal(cuda_path.predict_labels(net, x, batch), generic)
+        assert np.array_equal(cuda_path.predict_labels(net._kernel_spec(), x, batch), generic)
+
+
+def test_cuda_updates_cover_every_optimizer_and_only_those(cuda_path):
+    assert set(cuda_path.UPDATES) == set(OPTIMIZERS.values())

@@ -1,5 +1,8 @@
 """The fast paths of anynet._kernels against the generic array-API path, on random inputs."""
 
+import ast
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -7,11 +10,15 @@ import anynet
 from anynet import _kernels
 from anynet.backend import to_numpy
 from anynet.networks import MultiLayerNet
-from anynet.optimizers import OPTIMIZERS, make_optimizer
+from anynet.optimizers import OPTIMIZERS, Nesterov, make_optimizer
+from tests.helpers import DEVICE_NAMES
 
 SETTINGS = {"sgd": {"lr": 0.1}, "momentum": {"lr": 0.05}, "nesterov": {"lr": 0.05}, "adagrad": {"lr": 0.05},
             "rmsprop": {"lr": 0.01}, "adam": {"lr": 0.01}}
-FAST_DEVICES = [name for name in ("cpu", "cuda:0") if name in anynet.available_devices()]
+# The libraries with a fast path (NumPy on the host, CuPy on a GPU), and the devices under test that have one: CuPy's
+# only where a GPU is usable, and only those ANYNET_DEVICES selects.
+FAST_LIBRARIES = ("numpy", "cupy")
+FAST_DEVICES = [name for name in DEVICE_NAMES if anynet.device(name).library in FAST_LIBRARIES]
 
 
 def _problem(seed, classes=5, n=64, features=20):
@@ -27,6 +34,18 @@ def _pair(device, activation, decay, optimizer, dtype="float32"):
     return nets, [make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2)]
 
 
+def _fused_step(net, optimizer):
+    """The network's fused step, checked to keep its loss in ``last_loss`` as the generic path does."""
+    step = net.fused_step(optimizer)
+    assert step is not None
+
+    def checked(x, t, indices=None):
+        loss = step(x, t, indices)
+        assert net.last_loss is loss
+        return loss
+
+    return checked
+
 
 def _generic_step(where, net, optimizer, x, t, indices):
     """The generic path's step on the samples ``indices`` of (x, t); returns its loss as a float."""
@@ -39,6 +58,7 @@ def _assert_same_params(fast_net, slow_net, rtol=2e-5, atol=2e-6):
         np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=rtol, atol=atol,
                                    err_msg=name)
 
+
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
@@ -47,8 +67,7 @@ def _assert_same_params(fast_net, slow_net, rtol=2e-5, atol=2e-6):
 def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, decay, targets):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, activation, decay, optimizer)
-    step = _kernels.fused_step(fast_net, fast_opt)
-    assert step is not None
+    step = _fused_step(fast_net, fast_opt)
     x, labels, one_hot = _problem(0)
     x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
     for k in range(4):
@@ -70,7 +89,7 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
     nets = [MultiLayerNet(20, [], 5, weight_init_std=0.3, weight_decay_lambda=0.01, device=where, seed=6)
             for _ in range(2)]
     fast_opt, slow_opt = (make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2))
-    step = _kernels.fused_step(nets[0], fast_opt)
+    step = _fused_step(nets[0], fast_opt)
     x, labels, one_hot = _problem(4)
     x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
     for k in range(3):
@@ -89,7 +108,7 @@ def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
     """Labels as read from IDX files are uint8: positions computed from them must not wrap around."""
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "sgd")
-    step = _kernels.fused_step(fast_net, fast_opt)
+    step = _fused_step(fast_net, fast_opt)
     x, labels, _ = _problem(5)
     x, t = where.asarray(x), where.asarray(labels.astype(label_dtype))
     indices = where.asarray(np.arange(63, -1, -1))  # label * 64 passes 255 for labels from 4 up
@@ -104,7 +123,7 @@ def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
 def test_fused_step_in_float64_and_without_indices(device_name):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")
-    step = _kernels.fused_step(fast_net, fast_opt)
+    step = _fused_step(fast_net, fast_opt)
     x, labels, _ = _problem(1)
     x, t = where.asarray(x, dtype="float64"), where.asarray(labels)
     for _ in range(3):
@@ -119,7 +138,7 @@ def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device
     """load_params, a resumed optimizer, or generic updates in between: the fused step must see them all."""
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "momentum")
-    step = _kernels.fused_step(fast_net, fast_opt)
+    step = _fused_step(fast_net, fast_opt)
     x, labels, _ = _problem(2)
     x, t = where.asarray(x), where.asarray(labels)
     step(x, t)
@@ -141,26 +160,78 @@ def test_fast_predictions_equal_the_generic_ones(device_name, activation):
     where = anynet.device(device_name)
     net = MultiLayerNet(20, [16, 12], 5, activation=activation, weight_init_std=0.5, device=where, seed=4)
     x = where.asarray(np.random.default_rng(5).normal(size=(5000, 20)).astype(np.float32) * 3)
-    fast = _kernels.predict_labels(net)
+    fast = _kernels.label_predictor(net._kernel_spec())
     assert fast is not None
     generic = to_numpy(where.xp.argmax(net.predict(x), axis=1))
     for batch in (100, 5000):
         assert np.array_equal(to_numpy(fast(x, batch)), generic)
 
 
-def test_no_fast_path_elsewhere():
-    net = MultiLayerNet(20, [8], 5, device="strict", seed=0)
-    assert _kernels.fused_step(net, make_optimizer("sgd")) is None
-    assert _kernels.predict_labels(net) is None
+def test_fast_paths_exactly_where_there_are_kernels(device):
+    """A fused step and a label predictor on the fast devices; None (the generic path) on every other device."""
+    net = MultiLayerNet(20, [8], 5, device=device, seed=0)
+    fast = device.name in FAST_DEVICES
+    assert (net.fused_step(make_optimizer("sgd")) is not None) == fast
+    assert (_kernels.fused_step(net._kernel_spec(), make_optimizer("sgd")) is not None) == fast
+    assert (_kernels.label_predictor(net._kernel_spec()) is not None) == fast
+
+
+class _SubclassedNesterov(Nesterov):
+    """A subclass may change the formula: no fast path may take it for its parent's."""
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+def test_no_fast_path_for_other_optimizers_or_activations(device_name):
+    net = MultiLayerNet(20, [8], 5, device=device_name, seed=0)
+    assert net.fused_step(_SubclassedNesterov()) is None
+    spec = net._kernel_spec()
+    other = type(spec)(spec.sizes, "tanh", spec.weight_decay_lambda, spec.params, spec.rebind)
+    assert _kernels.fused_step(other, make_optimizer("sgd")) is None
+    assert _kernels.label_predictor(other) is None
+
+
+def test_the_fast_paths_cover_every_optimizer_and_only_those():
+    from anynet._kernels import numpy_cpu
+
+    assert set(numpy_cpu.UPDATES) == set(OPTIMIZERS.values())
+
+
+def _imported_modules(path, package):
+    """The absolute names of the modules (and of the names, which may be modules) that ``path`` imports."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_kernels_import_nothing_above_them():
+    """anynet._kernels is a layer under the model: it never imports networks, the trainer or the CLI."""
+    folder = pathlib.Path(_kernels.__file__).parent
+    above = ("anynet.networks", "anynet.trainer", "anynet.cli")
+    files = sorted(folder.glob("*.py"))
+    assert {"__init__.py", "_fused.py", "numpy_cpu.py", "cupy_cuda.py"} <= {path.name for path in files}
+    # relative imports are resolved: `from ..backend import namespace` in __init__.py is anynet.backend
+    assert "anynet.backend" in _imported_modules(folder / "__init__.py", "anynet._kernels")
+    for path in files:
+        imported = _imported_modules(path, "anynet._kernels")
+        upward = {name for name in imported if name.startswith(above)}
+        assert not upward, f"{path.name} imports {sorted(upward)}"
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
 def test_float32_stays_float32(device_name):
     where = anynet.device(device_name)
     net = MultiLayerNet(20, [16], 5, device=where, seed=0)
-    step = _kernels.fused_step(net, make_optimizer("adam"))
+    optimizer = make_optimizer("adam")
+    step = _fused_step(net, optimizer)
     x, labels, _ = _problem(3)
     loss = step(where.asarray(x), where.asarray(labels))
     assert loss.dtype == where.xp.float32
     assert all(value.dtype == where.xp.float32 for value in net.params.values())
-    assert all(value.dtype == where.xp.float32 for store in step.optimizer.state.values() for value in store.values())
+    assert all(value.dtype == where.xp.float32 for store in optimizer.state.values() for value in store.values())

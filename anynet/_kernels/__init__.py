@@ -1,42 +1,77 @@
-"""Backend-specific fast paths, chosen by the namespace of the network's parameters.
+"""Backend-specific fast paths for a stack of Affine layers, chosen by the namespace of its parameters.
 
-Each module here is allowed to name its library; each is checked against the generic array-API path by
-tests/test_kernels.py. Where none applies (another library, an optimizer or layer without a fast path), the
-generic path runs: the fast paths change speed, never results beyond rounding.
+A layer under the model: a network describes itself with an ``AffineStackSpec`` and gets back a training step or
+a label predictor; nothing here imports or touches a network. Each module here is allowed to name its library;
+each is checked against the generic array-API path by tests/test_kernels.py. Where none applies (another library,
+an optimizer or activation without a fast path), these return None and the generic path runs: the fast paths
+change speed, never results beyond rounding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
 from array_api_compat import is_cupy_namespace, is_numpy_namespace
 
 from ..backend import namespace
+from ._fused import ACTIVATIONS
+
+__all__ = ["AffineStackSpec", "fused_step", "label_predictor"]
 
 
-def fused_step(network, optimizer):
-    """A callable ``step(x, t, indices=None) -> loss`` doing gradient and update in one, or None."""
-    from ..networks import _AffineStack
+@dataclass(frozen=True)
+class AffineStackSpec:
+    """What a kernel needs to know of Affine - activation - ... - Affine - softmax cross-entropy.
 
-    if not isinstance(network, _AffineStack):
-        return None
-    xp = namespace(network.params["W1"])
+    sizes: the layer widths, input first. activation: "relu" or "sigmoid" (others have no fast path).
+    weight_decay_lambda: the L2 decay, 0.5 * lambda * sum(W**2) in the loss. params: returns the current dict of
+    W1, b1, W2, ... (read on every step: whatever replaced the parameters since is seen). rebind: called with
+    views of flat buffers after the kernel moved the parameters into them; the owner puts them in its dict and
+    rebuilds whatever holds the old arrays.
+    """
+
+    sizes: tuple[int, ...]
+    activation: str
+    weight_decay_lambda: float
+    params: Callable[[], dict[str, Any]]
+    rebind: Callable[[dict[str, Any]], None]
+
+    @property
+    def depth(self) -> int:
+        """The number of Affine layers."""
+        return len(self.sizes) - 1
+
+
+def _module_for(spec: AffineStackSpec) -> ModuleType | None:
+    """The kernel module for the library of ``spec``'s parameters, or None."""
+    xp = namespace(spec.params()["W1"])
     if is_numpy_namespace(xp):
-        from .numpy_cpu import FusedStep
-    elif is_cupy_namespace(xp):
-        from .cupy_cuda import FusedStep
-    else:
-        return None
-    return FusedStep.create(network, optimizer)
+        from . import numpy_cpu
+
+        return numpy_cpu
+    if is_cupy_namespace(xp):
+        from . import cupy_cuda
+
+        return cupy_cuda
+    return None
 
 
-def predict_labels(network):
-    """A callable ``labels(x, batch_size) -> predicted classes`` for ``network``, or None (generic path)."""
-    xp = namespace(network.params["W1"])
-    if network.activation not in ("relu", "sigmoid"):
+def fused_step(spec: AffineStackSpec, optimizer: Any) -> Callable[..., Any] | None:
+    """A callable ``step(x, t, indices=None) -> loss`` (a 0-D array on the device) doing gradient and update in
+    one, or None where there is no fast path for these parameters, this activation or this optimizer."""
+    module = _module_for(spec)
+    return None if module is None else module.FusedStep.create(spec, optimizer)
+
+
+def label_predictor(spec: AffineStackSpec) -> Callable[[Any, int], Any] | None:
+    """A callable ``labels(x, batch_size) -> predicted classes`` (integers, on the device), or None (generic path)."""
+    if spec.activation not in ACTIVATIONS:
         return None
-    if is_numpy_namespace(xp):
-        from .numpy_cpu import predict_labels as labels
-    elif is_cupy_namespace(xp):
-        from .cupy_cuda import predict_labels as labels
-    else:
+    module = _module_for(spec)
+    if module is None:
         return None
-    return lambda x, batch_size: labels(network, x, batch_size)
+    predict = module.predict_labels
+    return lambda x, batch_size: predict(spec, x, batch_size)

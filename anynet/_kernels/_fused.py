@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
+
+# The activations the fast paths implement.
+ACTIVATIONS = ("relu", "sigmoid")
 
 
 class Flat:
@@ -22,62 +26,68 @@ class Flat:
     def holds(self, arrays) -> bool:
         """Whether ``arrays`` still are these views (nothing replaced them since); checked every step."""
         get = arrays.get
-        for name, view in self._pairs:
+        for name, view in self._pairs:  # noqa: SIM110 - a plain loop: all() over a generator costs more per step
             if get(name) is not view:
                 return False
         return True
 
 
 class FusedStepBase:
-    """What the CPU and GPU fused steps share: which networks they take, and the flat buffers they keep.
+    """What the CPU and GPU fused steps share: which stacks they take, and the flat buffers they keep.
 
     A subclass sets ``xp`` (its array module), ``Buffers`` (per-batch-size work arrays), ``scratch_flats`` (names of
-    flat work buffers besides the gradients), ``supported`` (optimizer classes) and implements ``__call__``.
-    On first use the network's parameters (and the optimizer's state) move into one flat buffer each, the dict
-    entries becoming views of it: everything else keeps working on them as before.
+    flat work buffers besides the gradients), ``updates`` (its module's ``UPDATES`` table: the supported optimizers
+    are its keys, matched by exact type) and implements ``__call__``.
+    On first use the parameters (and the optimizer's state) move into one flat buffer each, the dict entries
+    becoming views of it (``spec.rebind`` tells the parameters' owner): everything else keeps working on them.
     """
 
-    xp = None
-    Buffers = None
+    xp: Any = None
+    Buffers: Any = None
     scratch_flats: tuple = ()
-    supported: tuple = ()
+    updates: ClassVar[dict] = {}
 
     @classmethod
-    def create(cls, network, optimizer):
-        """The fused step, or None when this network or optimizer has no fast path here."""
-        if type(optimizer) not in cls.supported or network.activation not in ("relu", "sigmoid"):
+    def create(cls, spec, optimizer):
+        """The fused step, or None when this stack or optimizer has no fast path here."""
+        if type(optimizer) not in cls.updates or spec.activation not in ACTIVATIONS:
             return None
-        if network.params["W1"].dtype not in (cls.xp.float32, cls.xp.float64):
+        if spec.params()["W1"].dtype not in (cls.xp.float32, cls.xp.float64):
             return None
-        return cls(network, optimizer)
+        return cls(spec, optimizer)
 
-    def __init__(self, network, optimizer):
-        self.network = network
+    def __init__(self, spec, optimizer):
+        params = spec.params()
+        self.spec = spec
+        self._current_params = spec.params  # read on every step
         self.optimizer = optimizer
-        self.depth = network.depth
-        self.sizes = network.sizes
-        self.relu = network.activation == "relu"
-        self.dtype = network.params["W1"].dtype
+        self.rule = self.updates[type(optimizer)]  # this optimizer's entry in the table
+        self.depth = spec.depth
+        self.sizes = list(spec.sizes)
+        self.relu = spec.activation == "relu"
+        self.decay = spec.weight_decay_lambda
+        self.dtype = params["W1"].dtype
         self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
         self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
-        self.shapes = {name: value.shape for name, value in network.params.items()}
-        self.buffers = {}
-        self.params = self.grads = None
-        self.scratch = {}
-        self.slots = {}
+        self.shapes = {name: value.shape for name, value in params.items()}
+        self.buffers: dict[int, Any] = {}
+        self.params: Any = None  # the Flat of the parameters once bound, and of their gradients
+        self.grads: Any = None
+        self.scratch: dict[str, Flat] = {}
+        self.slots: dict[str, Flat] = {}
 
     def needs_flat_params(self) -> bool:
         return True
 
     def _bind(self):
-        """Put the parameters and optimizer state into flat buffers, again if anything replaced them."""
+        """Put the parameters and optimizer state into flat buffers, again if anything replaced them; returns the
+        current parameters by name (the flat views where there are flat buffers)."""
+        params = self._current_params()
         if not self.needs_flat_params():
-            return
-        params = self.network.params
+            return params
         if self.params is None or not self.params.holds(params):
             self.params = Flat(self.xp, self.shapes, self.dtype, params)
-            params.update(self.params.views)
-            self.network._build_layers()
+            self.spec.rebind(self.params.views)
             self.grads = Flat(self.xp, self.shapes, self.dtype)
             self.scratch = {name: Flat(self.xp, self.shapes, self.dtype) for name in self.scratch_flats}
         for slot in self.optimizer.slots:
@@ -85,6 +95,7 @@ class FusedStepBase:
             if slot not in self.slots or not self.slots[slot].holds(state):
                 self.slots[slot] = Flat(self.xp, self.shapes, self.dtype, state)
                 state.update(self.slots[slot].views)
+        return self.params.views
 
     def _buffers(self, batch):
         if batch not in self.buffers:

@@ -11,16 +11,12 @@ optimizers update all parameters in one elementwise kernel over flat buffers. No
 
 from __future__ import annotations
 
-import math
-
 import cupy
 import cupy.cublas
 
-from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from ..chunking import chunk_bounds
+from ..optimizers import EPSILON, SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from ._fused import FusedStepBase
-
-SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
-EPSILON = 1e-7
 
 _bias_sigmoid = cupy.ElementwiseKernel(
     "T a, T b", "T z", "z = (T)1 / ((T)1 + exp(-(a + b)))", "anynet_bias_sigmoid")
@@ -65,24 +61,61 @@ _softmax_xent_targets = cupy.ElementwiseKernel(
     """, "anynet_softmax_xent_targets")
 
 # Optimizers over flat buffers: one launch for every parameter at once. Each mirrors anynet.optimizers.
-_adam = cupy.ElementwiseKernel(
+_adam_kernel = cupy.ElementwiseKernel(
     "T g, T lr_t, T beta1, T beta2, T eps", "T p, T m, T v",
     """
     m += ((T)1 - beta1) * (g - m);
     v += ((T)1 - beta2) * (g * g - v);
     p -= lr_t * m / (sqrt(v) + eps);
     """, "anynet_adam")
-_momentum = cupy.ElementwiseKernel(
+_momentum_kernel = cupy.ElementwiseKernel(
     "T g, T lr, T momentum", "T p, T v", "v = momentum * v - lr * g; p += v", "anynet_momentum")
-_nesterov = cupy.ElementwiseKernel(
+_nesterov_kernel = cupy.ElementwiseKernel(
     "T g, T lr, T momentum", "T p, T v",
     "v = momentum * v - lr * g; p += momentum * momentum * v; p -= ((T)1 + momentum) * lr * g",
     "anynet_nesterov")
-_adagrad = cupy.ElementwiseKernel(
+_adagrad_kernel = cupy.ElementwiseKernel(
     "T g, T lr, T eps", "T p, T h", "h += g * g; p -= lr * g / (sqrt(h) + eps)", "anynet_adagrad")
-_rmsprop = cupy.ElementwiseKernel(
+_rmsprop_kernel = cupy.ElementwiseKernel(
     "T g, T lr, T decay, T eps", "T p, T h",
     "h = decay * h + ((T)1 - decay) * g * g; p -= lr * g / (sqrt(h) + eps)", "anynet_rmsprop")
+
+
+# -- the optimizers' updates -----------------------------------------------------------------------------------
+# SGD updates layer by layer inside the weight-gradient GEMMs: ``_sgd(optimizer, below, dy, W, b, ones, decay)``,
+# no gradient or state buffers. Every other optimizer updates all parameters at once after the backward pass:
+# ``update(optimizer, p, g, slots)`` over the flat parameter and gradient buffers and the optimizer's state
+# (slot name -> Flat).
+
+def _sgd(opt, below, dy, W, b, ones, decay):
+    """W <- (1 - lr decay) W - lr below^T dy  and  b <- b - lr dy^T 1: the update inside the GEMMs."""
+    lr = opt.lr
+    cupy.cublas.gemm("T", "N", below, dy, out=W, alpha=-lr, beta=1.0 - lr * decay)
+    cupy.cublas.gemm("T", "N", dy, ones, out=b.reshape(-1, 1), alpha=-lr, beta=1.0)
+
+
+def _momentum(opt, p, g, slots):
+    _momentum_kernel(g, opt.lr, opt.momentum, p, slots["v"].buffer)
+
+
+def _nesterov(opt, p, g, slots):
+    _nesterov_kernel(g, opt.lr, opt.momentum, p, slots["v"].buffer)
+
+
+def _adagrad(opt, p, g, slots):
+    _adagrad_kernel(g, opt.lr, EPSILON, p, slots["h"].buffer)
+
+
+def _rmsprop(opt, p, g, slots):
+    _rmsprop_kernel(g, opt.lr, opt.decay_rate, EPSILON, p, slots["h"].buffer)
+
+
+def _adam(opt, p, g, slots):
+    _adam_kernel(g, opt.step_size(), opt.beta1, opt.beta2, EPSILON, p, slots["m"].buffer, slots["v"].buffer)
+
+
+# The optimizers with a CUDA fast path (by exact type: a subclass may change the formula) and their formulas.
+UPDATES = {SGD: _sgd, Momentum: _momentum, Nesterov: _nesterov, AdaGrad: _adagrad, RMSprop: _rmsprop, Adam: _adam}
 
 
 def _bias_activation(z, b, relu, hidden):
@@ -112,26 +145,26 @@ class _Buffers:
 
 
 class FusedStep(FusedStepBase):
-    """Gradient and update of an Affine stack on CuPy with one of the book's optimizers, fused."""
+    """Gradient and update of an Affine stack on CuPy (an ``AffineStackSpec``) with one of the book's optimizers,
+    fused."""
 
     xp = cupy
     Buffers = _Buffers
-    supported = SUPPORTED_OPTIMIZERS
+    updates = UPDATES
 
-    def __init__(self, network, optimizer):
-        super().__init__(network, optimizer)
-        self.sgd = type(optimizer) is SGD
+    def __init__(self, spec, optimizer):
+        super().__init__(spec, optimizer)
+        self.in_gemms = self.rule is _sgd
 
     def needs_flat_params(self) -> bool:
-        return not self.sgd  # SGD's update happens inside the GEMMs: no gradient or state buffers
+        return not self.in_gemms  # SGD's update happens inside the GEMMs: no gradient or state buffers
 
     def __call__(self, x, t, indices=None):
         """One step on the samples ``indices`` of (x, t) (all if None); returns the loss as a 0-D device array."""
-        self._bind()
+        params = self._bind()
         batch = x.shape[0] if indices is None else indices.shape[0]
         buf = self._buffers(batch)
-        params = self.network.params
-        W, b = self.W, self.b
+        W, b, opt, update = self.W, self.b, self.optimizer, self.rule
         if indices is None:
             xb, tb = x.reshape(batch, -1), t
         else:
@@ -148,7 +181,7 @@ class FusedStep(FusedStepBase):
             _softmax_xent_targets(logits, tb.astype(self.dtype, copy=False), classes, 1.0 / batch, buf.row_loss, dy)
         loss = buf.row_loss.sum() / batch
 
-        decay = self.network.weight_decay_lambda
+        decay = self.decay
         if decay:
             loss = loss + 0.5 * decay * sum(cupy.vdot(params[W[i]], params[W[i]]) for i in range(1, self.depth + 1))
         for i in range(self.depth, 0, -1):
@@ -156,11 +189,8 @@ class FusedStep(FusedStepBase):
             if i > 1:  # the gradient for the layer below, from this layer's weights before they change
                 d_below = buf.dz[i - 1]
                 cupy.matmul(dy, params[W[i]].T, out=d_below)
-            if self.sgd:
-                lr = self.optimizer.lr
-                # W <- (1 - lr decay) W - lr below^T dy  and  b <- b - lr dy^T 1: the update inside the GEMMs
-                cupy.cublas.gemm("T", "N", below, dy, out=params[W[i]], alpha=-lr, beta=1.0 - lr * decay)
-                cupy.cublas.gemm("T", "N", dy, buf.ones, out=params[b[i]].reshape(-1, 1), alpha=-lr, beta=1.0)
+            if self.in_gemms:
+                update(opt, below, dy, params[W[i]], params[b[i]], buf.ones, decay)
             else:
                 grads = self.grads.views
                 if decay:
@@ -170,38 +200,21 @@ class FusedStep(FusedStepBase):
             if i > 1:
                 (_relu_backward if self.relu else _sigmoid_backward)(below, d_below, d_below)
                 dy = d_below
-        if not self.sgd:
-            self._update()
-        self.network.last_loss = loss
+        if not self.in_gemms:
+            update(opt, self.params.buffer, self.grads.buffer, self.slots)
         return loss
 
-    def _update(self):
-        opt = self.optimizer
-        kind = type(opt)
-        p, g = self.params.buffer, self.grads.buffer
-        if kind is Adam:
-            opt.iter += 1
-            lr_t = opt.lr * math.sqrt(1.0 - opt.beta2**opt.iter) / (1.0 - opt.beta1**opt.iter)
-            _adam(g, lr_t, opt.beta1, opt.beta2, EPSILON, p, self.slots["m"].buffer, self.slots["v"].buffer)
-        elif kind is Momentum:
-            _momentum(g, opt.lr, opt.momentum, p, self.slots["v"].buffer)
-        elif kind is Nesterov:
-            _nesterov(g, opt.lr, opt.momentum, p, self.slots["v"].buffer)
-        elif kind is AdaGrad:
-            _adagrad(g, opt.lr, EPSILON, p, self.slots["h"].buffer)
-        else:
-            _rmsprop(g, opt.lr, opt.decay_rate, EPSILON, p, self.slots["h"].buffer)
 
-
-def predict_labels(network, x, batch_size: int = 10000):
-    """argmax of the scores for each row of ``x``, computed with the fused bias-activation kernels."""
-    params = network.params
+def predict_labels(spec, x, batch_size: int = 10000):
+    """argmax of the scores of the Affine stack ``spec`` for each row of ``x``, computed with the fused
+    bias-activation kernels, ``batch_size`` rows at a time."""
+    params = spec.params()
     n = x.shape[0]
     flat = x.reshape(n, -1)
-    relu = network.activation == "relu"
+    relu = spec.activation == "relu"
     pieces = []
-    outputs = [None] * (network.depth + 1)  # no buffers: let matmul allocate each chunk's activations
-    for start in range(0, n, batch_size):
-        scores = _forward(params, flat[start:min(start + batch_size, n)], outputs, relu)
+    outputs = [None] * (spec.depth + 1)  # no buffers: let matmul allocate each chunk's activations
+    for start, stop in chunk_bounds(n, batch_size):
+        scores = _forward(params, flat[start:stop], outputs, relu)
         pieces.append(cupy.argmax(scores, axis=1))
     return pieces[0] if len(pieces) == 1 else cupy.concatenate(pieces)

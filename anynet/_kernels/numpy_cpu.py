@@ -9,14 +9,18 @@ the GEMMs with ``out=``, applies activations and optimizer updates in place, and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from ..chunking import chunk_bounds
+from ..optimizers import EPSILON, SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from ._fused import FusedStepBase
 
-SUPPORTED_OPTIMIZERS = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
-EPSILON = 1e-7
+# Prediction goes through at most this many rows at a time, so that a chunk's activations stay in cache between
+# the layers.
+PREDICT_CHUNK_ROWS = 2048
 
 
 def _sigmoid_in_place(a):
@@ -26,6 +30,107 @@ def _sigmoid_in_place(a):
     np.exp(a, out=a)
     a += 1.0
     np.divide(1.0, a, out=a)  # the same value as np.reciprocal, which NumPy does not vectorise for AVX2
+
+
+# -- the optimizers' updates -----------------------------------------------------------------------------------
+# The step folds a factor ``scale(optimizer)`` into the output gradient, which every gradient below is linear in: it
+# saves the update a pass over all parameters. SGD and the momentum methods take their learning rate there, Adam the
+# sqrt(1 - beta2) that makes its second moment a plain sum of squares. ``update(optimizer, p, g, work, slots, scale)``
+# then changes the flat parameter buffer ``p`` in place from the flat gradients ``g`` (which arrive multiplied by
+# ``scale``), with the flat scratch buffer ``work`` and the optimizer's state ``slots`` (slot name -> Flat).
+
+
+class Rule(NamedTuple):
+    """One optimizer's CPU formula: the gradient scale folded into the backward pass, and the update."""
+
+    scale: Callable[[Any], float]
+    update: Callable[..., None]
+
+
+def _learning_rate(opt) -> float:
+    return opt.lr
+
+
+def _unscaled(opt) -> float:
+    return 1.0
+
+
+def _sqrt_one_minus_beta2(opt) -> float:
+    return math.sqrt(1.0 - opt.beta2)
+
+
+def _sgd(opt, p, g, w, slots, gscale):
+    p -= g  # g = lr grad
+
+
+def _momentum(opt, p, g, w, slots, gscale):  # g = lr grad
+    velocity = slots["v"].buffer
+    velocity *= opt.momentum
+    velocity -= g
+    p += velocity
+
+
+def _nesterov(opt, p, g, w, slots, gscale):  # g = lr grad
+    velocity = slots["v"].buffer
+    velocity *= opt.momentum
+    velocity -= g
+    np.multiply(velocity, opt.momentum * opt.momentum, out=w)
+    p += w
+    g *= 1 + opt.momentum
+    p -= g
+
+
+def _adagrad(opt, p, g, w, slots, gscale):
+    h = slots["h"].buffer
+    np.multiply(g, g, out=w)
+    h += w
+    _divide_by_root(opt, p, g, w, h)
+
+
+def _rmsprop(opt, p, g, w, slots, gscale):
+    h = slots["h"].buffer
+    np.multiply(g, g, out=w)
+    h *= opt.decay_rate
+    w *= 1 - opt.decay_rate
+    h += w
+    _divide_by_root(opt, p, g, w, h)
+
+
+def _divide_by_root(opt, p, g, w, h):
+    """p -= lr g / (sqrt(h) + EPSILON), through ``w``."""
+    np.sqrt(h, out=w)
+    w += EPSILON
+    np.divide(g, w, out=w)
+    w *= opt.lr
+    p -= w
+
+
+def _adam(opt, p, g, w, slots, gscale):
+    m, v = slots["m"].buffer, slots["v"].buffer
+    lr_t = opt.step_size()
+    # m = b1 m + (1 - b1) grad and v = b2 v + (1 - b2) grad^2, where g = sqrt(1 - b2) grad
+    np.multiply(g, (1.0 - opt.beta1) / gscale, out=w)
+    m *= opt.beta1
+    m += w
+    np.multiply(g, g, out=w)
+    v *= opt.beta2
+    v += w
+    np.sqrt(v, out=w)
+    w += EPSILON
+    np.divide(m, w, out=w)
+    w *= lr_t
+    p -= w
+
+
+# The optimizers with a CPU fast path (by exact type: a subclass may change the formula) and their formulas.
+UPDATES = {
+    SGD: Rule(_learning_rate, _sgd),
+    Momentum: Rule(_learning_rate, _momentum),
+    Nesterov: Rule(_learning_rate, _nesterov),
+    AdaGrad: Rule(_unscaled, _adagrad),
+    RMSprop: Rule(_unscaled, _rmsprop),
+    Adam: Rule(_sqrt_one_minus_beta2, _adam),
+}
 
 
 class _Buffers:
@@ -52,15 +157,15 @@ class _Buffers:
 
 
 class FusedStep(FusedStepBase):
-    """Gradient and update of ``network`` (TwoLayerNet / MultiLayerNet on NumPy) with ``optimizer``, fused."""
+    """Gradient and update of an Affine stack on NumPy (an ``AffineStackSpec``) with ``optimizer``, fused."""
 
     xp = np
     Buffers = _Buffers
     scratch_flats = ("work",)
-    supported = SUPPORTED_OPTIMIZERS
+    updates = UPDATES
 
-    def __init__(self, network, optimizer):
-        super().__init__(network, optimizer)
+    def __init__(self, spec, optimizer):
+        super().__init__(spec, optimizer)
         self._bias_rows_of = None
 
     def __call__(self, x, t, indices=None):
@@ -73,23 +178,12 @@ class FusedStep(FusedStepBase):
         with np.errstate(over="ignore"):
             return self._step(x, t, indices)
 
-    def _gradient_scale(self) -> float:
-        """The factor folded into the output gradient, which every gradient below is linear in: it saves the
-        optimizer a pass over all parameters. SGD and momentum take their learning rate there, Adam the sqrt(1 - beta2)
-        that makes its second moment a plain sum of squares."""
-        opt = self.optimizer
-        kind = type(opt)
-        if kind in (SGD, Momentum, Nesterov):
-            return opt.lr
-        if kind is Adam:
-            return math.sqrt(1.0 - opt.beta2)
-        return 1.0
-
     def _bind(self):
-        super()._bind()
+        params = super()._bind()
         if self._bias_rows_of is not self.grads:  # (1, n) views of the bias gradients, for their GEMMs
             self._bias_rows = [None] + [self.grads.views[name][None, :] for name in self.b[1:]]
             self._bias_rows_of = self.grads
+        return params
 
     def _step(self, x, t, indices):
         self._bind()
@@ -123,7 +217,8 @@ class FusedStep(FusedStepBase):
         else:
             picked = np.vdot(tb.T, logits)
         loss = (log_sums - picked) / batch
-        gscale = self._gradient_scale()
+        opt, rule = self.optimizer, self.rule
+        gscale = rule.scale(opt)
         scale = gscale / batch
         np.divide(scale, row, out=row)
         dy *= row
@@ -133,7 +228,7 @@ class FusedStep(FusedStepBase):
             dy -= tb.T * scale
 
         # backward; dy is (classes, batch) for the output layer, (batch, n) below it
-        decay = self.network.weight_decay_lambda
+        decay = self.decay
         for i in range(depth, 0, -1):
             below = xb if i == 1 else buf.z[i - 1]
             dy_rows = dy.T if i == depth else dy
@@ -161,84 +256,38 @@ class FusedStep(FusedStepBase):
 
         if decay:
             loss = loss + 0.5 * decay * sum(np.vdot(params[W[i]], params[W[i]]) for i in range(1, depth + 1))
-        self._update(gscale)
-        loss = np.asarray(loss, dtype=self.dtype)
-        self.network.last_loss = loss
-        return loss
-
-    def _update(self, gscale):
-        """The optimizer's update over the flat buffers at once; the gradients arrive multiplied by ``gscale``."""
-        opt = self.optimizer
-        p, g, w = self.params.buffer, self.grads.buffer, self.scratch["work"].buffer
-        kind = type(opt)
-        if kind is SGD:
-            p -= g  # the learning rate is in g already
-        elif kind is Adam:
-            m, v = self.slots["m"].buffer, self.slots["v"].buffer
-            opt.iter += 1
-            lr_t = opt.lr * math.sqrt(1.0 - opt.beta2**opt.iter) / (1.0 - opt.beta1**opt.iter)
-            # m = b1 m + (1 - b1) grad and v = b2 v + (1 - b2) grad^2, where g = sqrt(1 - b2) grad
-            np.multiply(g, (1.0 - opt.beta1) / gscale, out=w)
-            m *= opt.beta1
-            m += w
-            np.multiply(g, g, out=w)
-            v *= opt.beta2
-            v += w
-            np.sqrt(v, out=w)
-            w += EPSILON
-            np.divide(m, w, out=w)
-            w *= lr_t
-            p -= w
-        elif kind in (Momentum, Nesterov):  # g = lr grad
-            velocity = self.slots["v"].buffer
-            velocity *= opt.momentum
-            velocity -= g
-            if kind is Momentum:
-                p += velocity
-            else:
-                np.multiply(velocity, opt.momentum * opt.momentum, out=w)
-                p += w
-                g *= 1 + opt.momentum
-                p -= g
-        else:  # AdaGrad, RMSprop
-            h = self.slots["h"].buffer
-            np.multiply(g, g, out=w)
-            if kind is RMSprop:
-                h *= opt.decay_rate
-                w *= 1 - opt.decay_rate
-            h += w
-            np.sqrt(h, out=w)
-            w += EPSILON
-            np.divide(g, w, out=w)
-            w *= opt.lr
-            p -= w
+        rule.update(opt, self.params.buffer, self.grads.buffer, self.scratch["work"].buffer, self.slots, gscale)
+        return np.asarray(loss, dtype=self.dtype)
 
 
-def predict_labels(network, x, batch_size: int = 10000):
-    """The argmax of ``network``'s scores for each row of ``x``, as int64.
 
-    Rows go through in chunks of at most 2048 so that each chunk's activations stay in cache between the layers.
+# -- prediction -------------------------------------------------------------------------------------------------
+
+def predict_labels(spec, x, batch_size: int = 10000):
+    """The argmax of the scores of the Affine stack ``spec`` for each row of ``x``, as int64.
+
+    Rows go through in chunks of at most ``PREDICT_CHUNK_ROWS``.
     """
-    params = network.params
+    params = spec.params()
     n = x.shape[0]
     flat = np.reshape(x, (n, -1))
-    chunk = max(1, min(batch_size, 2048))
-    layers = [np.empty((chunk, size), dtype=params["W1"].dtype) for size in network.sizes[1:]]
+    chunk = max(1, min(batch_size, PREDICT_CHUNK_ROWS))
+    layers = [np.empty((chunk, size), dtype=params["W1"].dtype) for size in spec.sizes[1:]]
     labels = np.empty(n, dtype=np.int64)
+    relu = spec.activation == "relu"
     with np.errstate(over="ignore"):
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            _predict_chunk(network, flat[start:stop], layers, labels[start:stop])
+        for start, stop in chunk_bounds(n, chunk):
+            _predict_chunk(params, flat[start:stop], layers, relu, labels[start:stop])
     return labels
 
 
-def _predict_chunk(network, h, layers, labels):
-    depth = network.depth
+def _predict_chunk(params, h, layers, relu, labels):
+    depth = len(layers)
     outputs = [None] + [layer[:h.shape[0]] for layer in layers]
-    h = _hidden_in_place(network.params, h, outputs[:depth], network.activation == "relu")
+    h = _hidden_in_place(params, h, outputs[:depth], relu)
     scores = outputs[depth]
-    np.matmul(h, network.params[f"W{depth}"], out=scores)
-    scores += network.params[f"b{depth}"]
+    np.matmul(h, params[f"W{depth}"], out=scores)
+    scores += params[f"b{depth}"]
     np.argmax(scores, axis=1, out=labels)
 
 
