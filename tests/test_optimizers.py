@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 import anynet
-from anynet.backend import to_numpy
 from anynet.layers import Affine
-from anynet.optimizers import OPTIMIZERS, Adam, Momentum, SGD, make_optimizer
+from anynet.optimizers import OPTIMIZERS, SGD, Adam, Momentum, make_optimizer
 from tests.helpers import assert_close
 
 SETTINGS = {
@@ -102,7 +101,26 @@ def test_bad_optimizer_settings_are_named():
     with pytest.raises(ValueError, match="the learning rate must be positive, got lr=-0.1"):
         SGD(lr=-0.1)
     assert isinstance(make_optimizer("ADAM", {"lr": 0.5}), Adam) and make_optimizer("adam").lr == 0.001
-    assert to_numpy(np.zeros(1)).shape == (1,)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_the_step_counter_advances_through_its_method(name):
+    optimizer = make_optimizer(name, SETTINGS[name])
+    assert optimizer.iter == 0
+    assert [optimizer.advance() for _ in range(3)] == [1, 2, 3] and optimizer.iter == 3
+    optimizer.load_state_dict({"iter": 10, "arrays": {}}, "cpu")
+    assert optimizer.advance() == 11 and optimizer.state_dict()["iter"] == 11
+
+
+def test_adams_step_size_is_the_bias_corrected_learning_rate():
+    adam = Adam(lr=0.1, beta1=0.8, beta2=0.9)
+    for t in (1, 2, 3):
+        assert adam.step_size() == 0.1 * math.sqrt(1 - 0.9**t) / (1 - 0.8**t) and adam.iter == t
+    # the update counts its step once: after two more updates the next step size is the fifth one
+    params, grads = {"W": np.ones(2)}, {"W": np.full(2, 0.5)}
+    adam.update(params, grads)
+    adam.update(params, grads)
+    assert adam.iter == 5 and adam.step_size() == 0.1 * math.sqrt(1 - 0.9**6) / (1 - 0.8**6)
 
 
 @pytest.mark.parametrize("name", ["momentum", "adam", "rmsprop"])
