@@ -114,7 +114,7 @@ class _AffineStack:
     def _kernel_spec(self) -> AffineStackSpec:
         """This stack as anynet._kernels sees it: sizes, activation, decay, and how to read and rebind the
         parameters (read through ``self`` on every step, so ``to``/``load_params`` are seen)."""
-        return AffineStackSpec(tuple(self.sizes), self.activation, self.weight_decay_lambda,
+        return AffineStackSpec(tuple(self.sizes), self.activation, lambda: self.weight_decay_lambda,
                                params=lambda: self.params, rebind=self._rebind)
 
     def _rebind(self, views: dict[str, Any]) -> None:

@@ -27,7 +27,8 @@ class AffineStackSpec:
     """What a kernel needs to know of Affine - activation - ... - Affine - softmax cross-entropy.
 
     sizes: the layer widths, input first. activation: "relu" or "sigmoid" (others have no fast path).
-    weight_decay_lambda: the L2 decay, 0.5 * lambda * sum(W**2) in the loss. params: returns the current dict of
+    weight_decay_lambda: returns the L2 decay lambda (0.5 * lambda * sum(W**2) in the loss), read on every step as
+    the generic path reads it. params: returns the current dict of
     W1, b1, W2, ... (read on every step: whatever replaced the parameters since is seen). rebind: called with
     views of flat buffers after the kernel moved the parameters into them; the owner puts them in its dict and
     rebuilds whatever holds the old arrays.
@@ -35,7 +36,7 @@ class AffineStackSpec:
 
     sizes: tuple[int, ...]
     activation: str
-    weight_decay_lambda: float
+    weight_decay_lambda: Callable[[], float]
     params: Callable[[], dict[str, Any]]
     rebind: Callable[[dict[str, Any]], None]
 

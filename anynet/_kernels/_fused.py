@@ -65,7 +65,7 @@ class FusedStepBase:
         self.depth = spec.depth
         self.sizes = list(spec.sizes)
         self.relu = spec.activation == "relu"
-        self.decay = spec.weight_decay_lambda
+        self._decay = spec.weight_decay_lambda
         self.dtype = params["W1"].dtype
         self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
         self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
