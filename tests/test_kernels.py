@@ -11,21 +11,13 @@ from anynet import _kernels
 from anynet.backend import to_numpy
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import OPTIMIZERS, Nesterov, make_optimizer
-from tests.helpers import DEVICE_NAMES
-
-SETTINGS = {"sgd": {"lr": 0.1}, "momentum": {"lr": 0.05}, "nesterov": {"lr": 0.05}, "adagrad": {"lr": 0.05},
-            "rmsprop": {"lr": 0.01}, "adam": {"lr": 0.01}}
-# The libraries with a fast path (NumPy on the host, CuPy on a GPU), and the devices under test that have one: CuPy's
-# only where a GPU is usable, and only those ANYNET_DEVICES selects.
-FAST_LIBRARIES = ("numpy", "cupy")
-FAST_DEVICES = [name for name in DEVICE_NAMES if anynet.device(name).library in FAST_LIBRARIES]
-
-
-def _problem(seed, classes=5, n=64, features=20):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, features)).astype(np.float32)
-    labels = rng.integers(0, classes, size=n)
-    return x, labels, np.eye(classes, dtype=np.float32)[labels]
+from tests.helpers import (
+    FAST_DEVICES,
+    SETTINGS,
+    assert_same_params,
+    generic_step,
+    problem,
+)
 
 
 def _pair(device, activation, decay, optimizer, dtype="float32"):
@@ -47,18 +39,6 @@ def _fused_step(net, optimizer):
     return checked
 
 
-def _generic_step(where, net, optimizer, x, t, indices):
-    """The generic path's step on the samples ``indices`` of (x, t); returns its loss as a float."""
-    optimizer.update(net.params, net.gradient(where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0)))
-    return float(to_numpy(net.last_loss))
-
-
-def _assert_same_params(fast_net, slow_net, rtol=2e-5, atol=2e-6):
-    for name, value in slow_net.params.items():
-        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=rtol, atol=atol,
-                                   err_msg=name)
-
-
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
@@ -68,16 +48,36 @@ def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, 
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, activation, decay, optimizer)
     step = _fused_step(fast_net, fast_opt)
-    x, labels, one_hot = _problem(0)
+    x, labels, one_hot = problem(0)
     x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
     for k in range(4):
         indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
         fast_loss = step(x, t, indices)
-        assert float(to_numpy(fast_loss)) == pytest.approx(_generic_step(where, slow_net, slow_opt, x, t, indices),
+        assert float(to_numpy(fast_loss)) == pytest.approx(generic_step(where, slow_net, slow_opt, x, t, indices),
                                                           rel=1e-5)
-    _assert_same_params(fast_net, slow_net)
+    assert_same_params(fast_net, slow_net)
     # the rest of the library keeps working on the fused step's parameters
     assert fast_net.accuracy(x, t) == slow_net.accuracy(x, t)
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_weight_decay_changed_after_the_step_was_made_is_used(device_name, optimizer):
+    """The fused step reads the network's weight_decay_lambda on every step, as the generic path does."""
+    where = anynet.device(device_name)
+    (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, optimizer)
+    step = _fused_step(fast_net, fast_opt)
+    x, labels, _ = problem(2)
+    x, t = where.asarray(x), where.asarray(labels)
+    indices = where.asarray(np.arange(16))
+    for net in (fast_net, slow_net):
+        net.weight_decay_lambda = 0.5
+    fast_loss = step(x, t, indices)
+    slow_loss = generic_step(where, slow_net, slow_opt, x, t, indices)
+    assert float(to_numpy(fast_loss)) == pytest.approx(slow_loss, rel=1e-5)
+    assert slow_loss > float(to_numpy(MultiLayerNet(20, [16, 12], 5, weight_init_std=0.3, device=where, seed=3)
+                                      .loss(where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0))))
+    assert_same_params(fast_net, slow_net)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -90,14 +90,14 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
             for _ in range(2)]
     fast_opt, slow_opt = (make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2))
     step = _fused_step(nets[0], fast_opt)
-    x, labels, one_hot = _problem(4)
+    x, labels, one_hot = problem(4)
     x, t = where.asarray(x), where.asarray(labels if targets == "labels" else one_hot)
     for k in range(3):
         indices = where.asarray(np.random.default_rng(k).integers(0, 64, size=16))
         fast_loss = step(x, t, indices)
-        assert float(to_numpy(fast_loss)) == pytest.approx(_generic_step(where, nets[1], slow_opt, x, t, indices),
+        assert float(to_numpy(fast_loss)) == pytest.approx(generic_step(where, nets[1], slow_opt, x, t, indices),
                                                           rel=1e-5)
-    _assert_same_params(nets[0], nets[1])
+    assert_same_params(nets[0], nets[1])
     assert not np.allclose(to_numpy(nets[0].params["W1"]), to_numpy(MultiLayerNet(20, [], 5, weight_init_std=0.3,
                                                                                  seed=6).params["W1"]))
 
@@ -109,14 +109,14 @@ def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "sgd")
     step = _fused_step(fast_net, fast_opt)
-    x, labels, _ = _problem(5)
+    x, labels, _ = problem(5)
     x, t = where.asarray(x), where.asarray(labels.astype(label_dtype))
     indices = where.asarray(np.arange(63, -1, -1))  # label * 64 passes 255 for labels from 4 up
     loss = step(x, t, indices)
     int64_labels = where.asarray(labels)
-    assert float(to_numpy(loss)) == pytest.approx(_generic_step(where, slow_net, slow_opt, x, int64_labels, indices),
+    assert float(to_numpy(loss)) == pytest.approx(generic_step(where, slow_net, slow_opt, x, int64_labels, indices),
                                                   rel=1e-5)
-    _assert_same_params(fast_net, slow_net)
+    assert_same_params(fast_net, slow_net)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -124,13 +124,13 @@ def test_fused_step_in_float64_and_without_indices(device_name):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")
     step = _fused_step(fast_net, fast_opt)
-    x, labels, _ = _problem(1)
+    x, labels, _ = problem(1)
     x, t = where.asarray(x, dtype="float64"), where.asarray(labels)
     for _ in range(3):
         loss = step(x, t)
         slow_opt.update(slow_net.params, slow_net.gradient(x, t))
         assert float(to_numpy(loss)) == pytest.approx(float(to_numpy(slow_net.last_loss)), rel=1e-12)
-    _assert_same_params(fast_net, slow_net, rtol=1e-12, atol=1e-14)
+    assert_same_params(fast_net, slow_net, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -139,7 +139,7 @@ def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "relu", 0.0, "momentum")
     step = _fused_step(fast_net, fast_opt)
-    x, labels, _ = _problem(2)
+    x, labels, _ = problem(2)
     x, t = where.asarray(x), where.asarray(labels)
     step(x, t)
     slow_opt.update(slow_net.params, slow_net.gradient(x, t))
@@ -151,7 +151,7 @@ def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device
     fast_opt.load_state_dict(slow_opt.state_dict(), where)
     step(x, t)
     slow_opt.update(slow_net.params, slow_net.gradient(x, t))
-    _assert_same_params(fast_net, slow_net)
+    assert_same_params(fast_net, slow_net)
 
 
 @pytest.mark.parametrize("device_name", FAST_DEVICES)
@@ -230,7 +230,7 @@ def test_float32_stays_float32(device_name):
     net = MultiLayerNet(20, [16], 5, device=where, seed=0)
     optimizer = make_optimizer("adam")
     step = _fused_step(net, optimizer)
-    x, labels, _ = _problem(3)
+    x, labels, _ = problem(3)
     loss = step(where.asarray(x), where.asarray(labels))
     assert loss.dtype == where.xp.float32
     assert all(value.dtype == where.xp.float32 for value in net.params.values())
