@@ -34,6 +34,9 @@ try:
 except ValueError as error:
     DEVICE_NAMES, _SELECTION_ERROR = [], error
 DEVICE_NAMES_64 = [name for name in DEVICE_NAMES if anynet.device(name).supports_float64]
+# The libraries with a fused fast path (NumPy on the host, CuPy on a GPU), and the devices under test that have one.
+FAST_LIBRARIES = ("numpy", "cupy")
+FAST_DEVICES = [name for name in DEVICE_NAMES if anynet.device(name).library in FAST_LIBRARIES]
 # For tests parametrized by (device, dtype) with indirect=["device"]: float64 only where the device has it.
 DEVICE_DTYPES = [pytest.param(name, dtype, id=f"{name}-{dtype}") for name in DEVICE_NAMES
                  for dtype in ("float32", "float64") if dtype == "float32" or name in DEVICE_NAMES_64]
@@ -57,6 +60,41 @@ def float_name(device) -> str:
 def tolerance(dtype_name: str) -> dict:
     """rtol/atol for values computed in ``dtype_name`` (float32 keeps about 7 digits)."""
     return {"rtol": 1e-12, "atol": 1e-14} if dtype_name == "float64" else {"rtol": 2e-6, "atol": 1e-7}
+
+
+# Training problems and step comparisons shared by the Trainer, kernel and CLI tests.
+
+# Optimizer settings the fast-path tests train with.
+SETTINGS = {"sgd": {"lr": 0.1}, "momentum": {"lr": 0.05}, "nesterov": {"lr": 0.05}, "adagrad": {"lr": 0.05},
+            "rmsprop": {"lr": 0.01}, "adam": {"lr": 0.01}}
+
+def blobs(n, features=784, classes=10, seed=0):
+    """Separable but noisy classes: each a Gaussian around its own random centre, as float32 in [0, 1]-ish."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, size=(classes, features))
+    labels = rng.integers(0, classes, size=n)
+    x = centres[labels] + rng.normal(0, 0.6, size=(n, features))
+    return x.astype(np.float32), labels
+
+
+def problem(seed, classes=5, n=64, features=20):
+    """Random (x, labels, one-hot) for the fast-path tests."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    labels = rng.integers(0, classes, size=n)
+    return x, labels, np.eye(classes, dtype=np.float32)[labels]
+
+
+def generic_step(where, net, optimizer, x, t, indices):
+    """The generic path's step on the samples ``indices`` of (x, t); returns its loss as a float."""
+    optimizer.update(net.params, net.gradient(where.xp.take(x, indices, axis=0), where.xp.take(t, indices, axis=0)))
+    return float(to_numpy(net.last_loss))
+
+
+def assert_same_params(fast_net, slow_net, rtol=2e-5, atol=2e-6):
+    for name, value in slow_net.params.items():
+        np.testing.assert_allclose(to_numpy(fast_net.params[name]), to_numpy(value), rtol=rtol, atol=atol,
+                                   err_msg=name)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

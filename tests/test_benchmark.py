@@ -13,7 +13,7 @@ import pytest
 
 import benchmarks as benchmark
 from anynet import cli
-from tests.test_trainer import blobs
+from tests.helpers import blobs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import pytest
 
 from anynet import cli, datasets
 from anynet.io import read_metadata, save_params
-from tests.test_trainer import blobs
+from tests.helpers import blobs
 
 
 @pytest.fixture

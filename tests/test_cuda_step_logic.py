@@ -17,7 +17,7 @@ import pytest
 import anynet._kernels
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import OPTIMIZERS, make_optimizer
-from tests.test_kernels import SETTINGS, _assert_same_params, _generic_step, _problem
+from tests.helpers import SETTINGS, assert_same_params, generic_step, problem
 
 
 def _log_softmax(logits):
@@ -148,14 +148,14 @@ def test_cuda_step_logic_equals_the_generic_path(cuda_path, optimizer, activatio
     fast_opt, slow_opt = (make_optimizer(optimizer, SETTINGS[optimizer]) for _ in range(2))
     step = cuda_path.FusedStep.create(nets[0]._kernel_spec(), fast_opt)
     assert step is not None
-    x, labels, one_hot = _problem(0)
+    x, labels, one_hot = problem(0)
     t = labels if targets == "labels" else one_hot
     where = nets[1].device
     for k in range(4):
         indices = np.random.default_rng(k).integers(0, 64, size=16)
         fast_loss = step(x, t, indices)
-        assert float(fast_loss) == pytest.approx(_generic_step(where, nets[1], slow_opt, x, t, indices), rel=1e-5)
-    _assert_same_params(nets[0], nets[1])
+        assert float(fast_loss) == pytest.approx(generic_step(where, nets[1], slow_opt, x, t, indices), rel=1e-5)
+    assert_same_params(nets[0], nets[1])
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])

@@ -10,25 +10,14 @@ from anynet import Device
 from anynet.io import read_metadata
 from anynet.networks import MultiLayerNet, TwoLayerNet
 from anynet.trainer import ConsoleReporter, Reporter, Trainer, TrainingDivergedError
-from tests.conftest import DEVICE_NAMES
+from tests.helpers import DEVICE_NAMES, FAST_DEVICES, blobs
 
-# The devices with a fused fast path (NumPy on the CPU, CuPy on a GPU): only there does fast_path=True run other
-# code than fast_path=False, so only there are both run.
-FAST_PATH_LIBRARIES = ("numpy", "cupy")
+# Only where a fused fast path exists does fast_path=True run other code than fast_path=False: only there are both run.
 DEVICE_AND_FAST_PATH = [
     pytest.param(name, fast_path, id=f"{name}-{'fast-path' if fast_path else 'generic'}")
     for name in DEVICE_NAMES
-    for fast_path in ((True, False) if anynet.device(name).library in FAST_PATH_LIBRARIES else (False,))
+    for fast_path in ((True, False) if name in FAST_DEVICES else (False,))
 ]
-
-
-def blobs(n, features=784, classes=10, seed=0):
-    """Separable but noisy classes: each a Gaussian around its own random centre, as float32 in [0, 1]-ish."""
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(0, 1, size=(classes, features))
-    labels = rng.integers(0, classes, size=n)
-    x = centres[labels] + rng.normal(0, 0.6, size=(n, features))
-    return x.astype(np.float32), labels
 
 
 @pytest.fixture(scope="module")
