@@ -7,6 +7,7 @@ PyTorch tensors and array-api-strict. ``anynet.device("cuda").asarray(x)`` moves
 __version__ = "0.1.0"
 
 from .backend import Device, available_devices, device, device_of, namespace, to_numpy
+from .datasets import load_dataset, load_fashion_mnist, load_mnist
 from .functions import (
     cross_entropy_error,
     identity_function,
@@ -22,7 +23,6 @@ from .functions import (
     sum_squared_error,
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
-from .datasets import load_dataset, load_fashion_mnist, load_mnist
 from .io import load_params, save_params
 from .networks import MultiLayerNet, TwoLayerNet, forward, init_network, predict
 from .trainer import Trainer

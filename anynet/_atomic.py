@@ -15,7 +15,7 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: "str | os.PathLike"):
+def atomic_write(path: str | os.PathLike):
     """Yield a binary file object; on success it replaces ``path``, on any error it is deleted.
 
     The temporary file lives in ``path``'s folder (so the final rename is atomic) and is hidden by a leading dot.

@@ -39,27 +39,22 @@ def namespace(*arrays: Any) -> ModuleType:
     different libraries, or of one library on different devices, raise a TypeError that names each input's
     library and device and says how to move one onto the other's device.
     """
-    first = None
-    first_library = None
+    first = first_library = None
     for position, x in enumerate(arrays):
         library = None if x is None else _library_of(x)
         if library is None:
             if x is None or isinstance(x, numbers.Number):
                 continue
-            raise TypeError(
-                f"argument {position} is a {type(x).__module__}.{type(x).__qualname__}, not an array: anynet "
-                "functions take arrays of NumPy, CuPy, PyTorch or array-api-strict. Make one with "
-                "anynet.device('cpu').asarray(value)."
-            )
+            raise TypeError(f"argument {position} is a {type(x).__module__}.{type(x).__qualname__}, not an array: "
+                            "anynet functions take arrays of NumPy, CuPy, PyTorch or array-api-strict. Make one "
+                            "with anynet.device('cpu').asarray(value).")
         if first is None:
             first, first_library = x, library
         elif library is not first_library or not library.single_device and x.device != first.device:
             _raise_mixed(arrays)
     if first is None:
-        raise TypeError(
-            "expected at least one array, got only Python scalars or None; make an array with "
-            "anynet.device('cpu').asarray(value)."
-        )
+        raise TypeError("expected at least one array, got only Python scalars or None; make an array with "
+                        "anynet.device('cpu').asarray(value).")
     xp = _NAMESPACE_BY_TYPE.get(type(first))
     if xp is None:
         xp = _NAMESPACE_BY_TYPE[type(first)] = array_api_compat.array_namespace(first)
@@ -67,8 +62,8 @@ def namespace(*arrays: Any) -> ModuleType:
 
 
 def _raise_mixed(arrays: tuple) -> None:
-    found = [(position, x, _library_of(x)) for position, x in enumerate(arrays) if x is not None]
-    found = [(position, x, library) for position, x, library in found if library is not None]
+    found = [(position, x, library) for position, x in enumerate(arrays)
+             if x is not None and (library := _library_of(x)) is not None]
     described = "; ".join(f"argument {position}: {_describe(x, library)}" for position, x, library in found)
     raise TypeError(f"arrays from different libraries or devices cannot be combined: {described}. Move them onto "
                     f"one device first, e.g. x = anynet.device({found[0][2].device_name(found[0][1])!r}).asarray(x).")
@@ -117,6 +112,11 @@ def on_device_of(reference: Any, x: Any) -> Any:
 def native_device(x: Any) -> Any:
     """The library's own device object of array ``x``, as its creation functions take in ``device=``."""
     return array_api_compat.device(x)
+
+
+# Host-side types, for annotations elsewhere (the host format is NumPy; only this layer and below name it).
+HostArray = numpy.ndarray
+HostGenerator = numpy.random.Generator
 
 
 def host_generator(seed: int | None = None) -> numpy.random.Generator:
@@ -181,9 +181,7 @@ class Device:
         if resolved is None or name not in _DTYPE_NAMES:
             raise ValueError(f"unknown dtype {dtype!r}: expected one of {', '.join(_DTYPE_NAMES)}")
         if name in ("float64", "complex128") and not self.supports_float64:
-            raise ValueError(
-                f"device {self.name!r} does not support {name}; use dtype='float32' (anynet's default) here"
-            )
+            raise ValueError(f"device {self.name!r} does not support {name}; use dtype='float32' (the default) here")
         return resolved
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
@@ -231,10 +229,8 @@ class Device:
 
     def _check_float64(self, dtype: Any) -> None:
         if not self.supports_float64 and _dtype_name(dtype) in ("float64", "complex128"):
-            raise ValueError(
-                f"device {self.name!r} does not support float64 and got a float64 array; pass dtype='float32' "
-                f"(anynet.device({self.name!r}).asarray(x, dtype='float32'))"
-            )
+            raise ValueError(f"device {self.name!r} does not support float64 and got a float64 array; pass "
+                             f"dtype='float32' (anynet.device({self.name!r}).asarray(x, dtype='float32'))")
 
     def _from_host(self, host: numpy.ndarray, dtype: Any) -> Any:
         if dtype is not None:
@@ -254,13 +250,13 @@ def _make_device(library: Library, name: str) -> Device:
 
 
 def _clear_caches() -> None:
-    """Probe every library again and forget the devices of those no longer usable (for tests that simulate a
-    broken install)."""
+    """Probe every library again, forgetting the devices of those no longer usable (tests of a broken install)."""
     for library in LIBRARIES:
         library.clear_caches()
     for cache in (_DEVICE_BY_NAME, _DEVICE_BY_KEY):
-        for key in [key for key, made in cache.items() if not made._adapter.probe()[0]]:
-            del cache[key]
+        for key, made in list(cache.items()):
+            if not made._adapter.probe()[0]:
+                del cache[key]  # type: ignore[arg-type]
 
 
 def device(spec: str | Device = "cpu") -> Device:

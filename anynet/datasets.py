@@ -13,9 +13,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy
 
@@ -107,7 +107,7 @@ def cache_folder(name: str) -> Path:
     return Path(base) / "anynet" / name
 
 
-def search_folders(name: str, root: "str | os.PathLike | None" = None) -> list[tuple[str, Path]]:
+def search_folders(name: str, root: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
     """Where the files of dataset ``name`` are looked for, in order, each with how it was chosen."""
     folders = []
     if root is not None:
@@ -119,7 +119,7 @@ def search_folders(name: str, root: "str | os.PathLike | None" = None) -> list[t
     return folders
 
 
-def _find(info: DatasetInfo, data: DataFile, folders: list) -> "Path | None":
+def _find(info: DatasetInfo, data: DataFile, folders: list) -> Path | None:
     """The first copy of ``data`` in ``folders``, published .gz or uncompressed."""
     for _, folder in folders:
         for candidate in (folder / data.filename, folder / data.filename.removesuffix(".gz")):
@@ -128,7 +128,7 @@ def _find(info: DatasetInfo, data: DataFile, folders: list) -> "Path | None":
     return None
 
 
-def _mirrors(info: DatasetInfo, mirrors: "Sequence[str] | str | None") -> list[str]:
+def _mirrors(info: DatasetInfo, mirrors: Sequence[str] | str | None) -> list[str]:
     if mirrors is None:
         mirrors = os.environ.get(info.mirror_variable) or list(info.mirrors)
     if isinstance(mirrors, str):
@@ -257,12 +257,12 @@ def load_dataset(
     flatten: bool = True,
     one_hot_label: bool = False,
     *,
-    split: "str | None" = None,
-    root: "str | os.PathLike | None" = None,
+    split: str | None = None,
+    root: str | os.PathLike | None = None,
     download: bool = True,
-    mirrors: "Sequence[str] | str | None" = None,
+    mirrors: Sequence[str] | str | None = None,
     timeout: float = 30.0,
-    progress: "bool | None" = None,
+    progress: bool | None = None,
 ):
     """Load MNIST-format dataset ``name`` ("mnist" or "fashion-mnist") as host NumPy arrays.
 

@@ -11,8 +11,8 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ._atomic import atomic_write
 from ._progress import progress_bar
@@ -34,10 +34,10 @@ def download(
     filename: str,
     md5: str,
     mirrors: Sequence[str],
-    folder: "str | os.PathLike",
+    folder: str | os.PathLike,
     *,
     timeout: float = 30.0,
-    progress: "bool | None" = None,
+    progress: bool | None = None,
 ) -> Path:
     """Fetch ``filename`` from the first of ``mirrors`` (base URLs) that serves it with checksum ``md5``.
 
@@ -69,7 +69,7 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _fetch_checked(url: str, md5: str, target: Path, timeout: float, progress: "bool | None") -> None:
+def _fetch_checked(url: str, md5: str, target: Path, timeout: float, progress: bool | None) -> None:
     with atomic_write(target) as sink, urllib.request.urlopen(url, timeout=timeout) as response:
         size = response.headers.get("Content-Length")
         size = int(size) if size and size.isdigit() else None

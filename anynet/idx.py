@@ -22,7 +22,7 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_idx(path: "str | os.PathLike") -> numpy.ndarray:
+def read_idx(path: str | os.PathLike) -> numpy.ndarray:
     """The array stored in IDX file ``path`` (gzip-compressed or not: the content decides, not the name).
 
     A truncated, corrupt or non-IDX file raises ValueError naming the file and what is wrong with it.
@@ -67,7 +67,7 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> numpy.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def write_idx(path: "str | os.PathLike", array: numpy.ndarray) -> None:
+def write_idx(path: str | os.PathLike, array: numpy.ndarray) -> None:
     """Write ``array`` as an IDX file, gzip-compressed if ``path`` ends in .gz."""
     array = numpy.asarray(array)
     codes = {numpy.dtype(t).newbyteorder("="): c for c, t in IDX_TYPES.items()}

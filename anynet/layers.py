@@ -18,7 +18,7 @@ class Relu:
     """max(0, x); backward passes the gradient where x > 0."""
 
     def __init__(self):
-        self.mask = None
+        self.mask: Any = None
 
     def forward(self, x: Any) -> Any:
         xp = namespace(x)
@@ -34,7 +34,7 @@ class Sigmoid:
     """1 / (1 + exp(-x)), overflow-free; backward is dout * y * (1 - y)."""
 
     def __init__(self):
-        self.out = None
+        self.out: Any = None
 
     def forward(self, x: Any) -> Any:
         xp = namespace(x)
@@ -51,10 +51,10 @@ class Affine:
     def __init__(self, W: Any, b: Any):
         self.W = W
         self.b = b
-        self.x = None
-        self.original_x_shape = None
-        self.dW = None
-        self.db = None
+        self.x: Any = None
+        self.original_x_shape: Any = None
+        self.dW: Any = None
+        self.db: Any = None
 
     def forward(self, x: Any) -> Any:
         xp = namespace(x, self.W)
@@ -79,9 +79,9 @@ class SoftmaxWithLoss:
     """
 
     def __init__(self):
-        self.loss = None
-        self.y = None
-        self.t = None
+        self.loss: Any = None
+        self.y: Any = None
+        self.t: Any = None
 
     def forward(self, x: Any, t: Any) -> Any:
         xp = namespace(x, t)

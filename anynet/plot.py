@@ -7,9 +7,11 @@ returns the figure. Arrays may live on any device; they are brought to the host 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from .backend import device as make_device, to_numpy
+from .backend import device as make_device
+from .backend import to_numpy
 from .functions import relu, sigmoid, step_function
 
 __all__ = ["plot_training_curves", "plot_activations", "plot_misclassified"]
@@ -36,7 +38,7 @@ def _finish(figure, path):
     return figure
 
 
-def plot_training_curves(history: dict, path: "str | os.PathLike | None" = None):
+def plot_training_curves(history: dict, path: str | os.PathLike | None = None):
     """Loss per step (left) and train/test accuracy per epoch (right), from ``Trainer.history()``."""
     plt = _pyplot()
     losses = history["train_loss_list"]
@@ -55,7 +57,7 @@ def plot_training_curves(history: dict, path: "str | os.PathLike | None" = None)
     return _finish(figure, path)
 
 
-def plot_activations(path: "str | os.PathLike | None" = None, device: str = "cpu"):
+def plot_activations(path: str | os.PathLike | None = None, device: str = "cpu"):
     """The book's chapter-3 figure: step function, sigmoid and ReLU over [-5, 5], computed on ``device``."""
     plt = _pyplot()
     where = make_device(device)
@@ -70,8 +72,8 @@ def plot_activations(path: "str | os.PathLike | None" = None, device: str = "cpu
     return _finish(figure, path)
 
 
-def plot_misclassified(x: Any, t: Any, probabilities: Any, path: "str | os.PathLike | None" = None,
-                       count: int = 25, class_names: "Sequence[str] | None" = None):
+def plot_misclassified(x: Any, t: Any, probabilities: Any, path: str | os.PathLike | None = None,
+                       count: int = 25, class_names: Sequence[str] | None = None):
     """A grid of up to ``count`` misclassified images: true label, prediction and its probability."""
     plt = _pyplot()
     images, labels, p = to_numpy(x), to_numpy(t), to_numpy(probabilities)

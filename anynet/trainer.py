@@ -13,10 +13,8 @@ import sys
 import time
 from typing import Any
 
-import numpy
-
 from ._progress import progress_bar
-from .backend import Device, device_of, host_generator, namespace, to_numpy
+from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
 from .io import architecture_of, load_checkpoint, save_checkpoint
 from .optimizers import Optimizer, make_optimizer
@@ -36,7 +34,7 @@ def steps_per_epoch(n: int, batch_size: int, sampling: str) -> int:
     return math.ceil(n / batch_size) if sampling == "shuffle" else max(n // batch_size, 1)
 
 
-def epoch_order(generator: numpy.random.Generator, n: int, batch_size: int, sampling: str) -> numpy.ndarray:
+def epoch_order(generator: HostGenerator, n: int, batch_size: int, sampling: str) -> HostArray:
     """One epoch's sample indices, drawn on the host from ``generator``: a permutation of ``range(n)`` ("shuffle"),
     or ``steps_per_epoch * batch_size`` indices drawn with replacement. The Trainer draws each epoch's batches
     with this from ``host_generator(seed)``, so ``epoch_order(host_generator(seed), ...)`` is its first epoch."""

@@ -18,7 +18,7 @@ from anynet.io import load_params
 from anynet.networks import predict
 
 
-def run(weights: str, device: str, batch_size: int, limit: "int | None", root: "str | None") -> dict:
+def run(weights: str, device: str, batch_size: int, limit: int | None, root: str | None) -> dict:
     where = anynet.device(device)
     network = load_params(weights, device=where, dtype="float32")
     missing = {"W1", "b1", "W2", "b2", "W3", "b3"} - set(network)
@@ -49,7 +49,7 @@ def run(weights: str, device: str, batch_size: int, limit: "int | None", root: "
             "batch_accuracy": correct_batch / n, "batch_seconds": batch_seconds, "batch_size": batch_size}
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", required=True, help="the book's sample_weight.pkl, or an .npz with W1..b3")
     parser.add_argument("--device", default="auto", help="cpu, cuda, torch:cuda, strict, ... or auto (default)")

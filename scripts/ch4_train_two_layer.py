@@ -55,7 +55,7 @@ def train(device: str, dataset: str, iters_num: int, batch_size: int, lr: float,
             "seconds": seconds}
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda, torch:cuda, strict, ... or auto (default)")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
