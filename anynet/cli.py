@@ -159,7 +159,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_bench_options: bool = True) -> argparse.ArgumentParser:
+    """The ``anynet`` command line; without ``with_bench_options`` the benchmark (a source-checkout module) is not
+    loaded and ``bench`` is listed without its options."""
     parser = argparse.ArgumentParser(
         prog="anynet",
         description="The neural network of 'Deep Learning from Scratch' on NumPy, CuPy, PyTorch or array-api-strict.",
@@ -207,28 +209,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time anynet against the book's NumPy code and PyTorch "
                                               "(from a source checkout)")
-    benchmarks = _benchmarks()
+    benchmarks, why = _benchmarks() if with_bench_options else (None, "")
     if benchmarks is not None:
         bench.description = (benchmarks.__doc__ or "").split("\n\n")[0]
         benchmarks.add_arguments(bench)
         bench.set_defaults(run=benchmarks.run)
     else:  # an installed wheel: whatever the options, the one line that says where the benchmark is
-        bench.set_defaults(run=_no_benchmarks)
+        bench.set_defaults(run=_no_benchmarks, why=why)
     return parser
 
 
 # The benchmark lives in the source tree beside the package (benchmarks/), not in the wheel.
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+CHECKOUT = Path(__file__).resolve().parent.parent
+BENCHMARKS = CHECKOUT / "benchmarks"
 
 
-def _benchmarks() -> ModuleType | None:
-    """The ``benchmarks`` package of the source checkout this anynet is imported from, or None (a wheel install)."""
+def _benchmarks() -> tuple[ModuleType | None, str]:
+    """The ``benchmarks`` package of the source checkout this anynet is imported from, or None and why not (a wheel
+    install, or a checkout whose benchmark cannot be loaded)."""
     init = BENCHMARKS / "__init__.py"
-    if not init.is_file():
-        return None
+    # a checkout has pyproject.toml beside benchmarks/; site-packages may hold another project's "benchmarks"
+    if not init.is_file() or not (CHECKOUT / "pyproject.toml").is_file():
+        return None, ""
     loaded = sys.modules.get("benchmarks")
     if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == init:
-        return loaded
+        return loaded, ""
+    try:
+        module = _load_benchmarks(init)
+    except Exception as error:
+        return None, f" ({init} could not be loaded: {type(error).__name__}: {error})"
+    if not all(hasattr(module, name) for name in ("add_arguments", "run")):
+        return None, f" ({init} has no add_arguments/run)"
+    return module, ""
+
+
+def _load_benchmarks(init: Path) -> ModuleType:
     # by its path, so that neither the checkout's other folders nor another "benchmarks" on sys.path come in
     spec = importlib.util.spec_from_file_location("benchmarks", init, submodule_search_locations=[str(BENCHMARKS)])
     assert spec is not None and spec.loader is not None
@@ -245,11 +260,12 @@ def _benchmarks() -> ModuleType | None:
 def _no_benchmarks(args: argparse.Namespace) -> int:
     raise UserError("the benchmark is not installed with the package: it needs a source checkout "
                     "(git clone the repository, pip install -e . there, then anynet bench or "
-                    "python scripts/benchmark.py)")
+                    f"python scripts/benchmark.py){args.why}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_bench_options="bench" in argv)  # the benchmark is loaded only when asked for
     args, unknown = parser.parse_known_args(argv)
     if unknown and getattr(args, "run", None) is not _no_benchmarks:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -123,6 +123,29 @@ def test_bench_outside_a_source_checkout_says_so_in_one_line(monkeypatch, tmp_pa
                           "checkout") and "python scripts/benchmark.py" in err
 
 
+def test_a_broken_or_foreign_benchmarks_folder_affects_only_bench(monkeypatch, tmp_path, capsys):
+    """site-packages may hold another project's top-level "benchmarks": it must not break any other command, and
+    bench says why it cannot run in one line."""
+    foreign = tmp_path / "benchmarks"
+    foreign.mkdir()
+    (foreign / "__init__.py").write_text("NAME = 'another project'\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.setattr(cli, "CHECKOUT", tmp_path)
+    monkeypatch.setattr(cli, "BENCHMARKS", foreign)
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    assert cli.main(["devices"]) == 0
+    assert "benchmarks" not in sys.modules  # nothing but bench loads it
+    capsys.readouterr()
+    assert cli.main(["bench", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "has no add_arguments/run" in err
+    (foreign / "__init__.py").write_text("raise RuntimeError('half-written checkout')\n")
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    assert cli.main(["bench"]) == 1
+    err = capsys.readouterr().err
+    assert "could not be loaded: RuntimeError: half-written checkout" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_script_runs_from_a_checkout():
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
