@@ -87,7 +87,9 @@ def device_of(x: Any) -> Device:
     key = (library, library.device_key(x))
     found = _DEVICE_BY_KEY.get(key)
     if found is None:
-        found = _DEVICE_BY_KEY[key] = _make_device(library, library.device_name(x))
+        # the first array met on a device: its name goes through device(), which refuses what anynet does not
+        # support (a torch "meta" or "mps" tensor) and keeps one Device per name
+        found = _DEVICE_BY_KEY[key] = device(library.device_name(x))
     return found
 
 

@@ -104,6 +104,15 @@ def test_asarray_round_trips_between_every_pair_of_devices(source, target):
         assert_close(dst.asarray(src.asarray(values, dtype="float64")), values, device=dst, dtype="float64", rtol=0)
 
 
+def test_device_of_refuses_devices_anynet_does_not_support():
+    torch = pytest.importorskip("torch")
+    for _ in range(2):  # the refusal is not forgotten once the array has been seen
+        with pytest.raises(ValueError, match="unknown device 'torch:meta'"):
+            anynet.device_of(torch.empty(2, device="meta"))
+    with pytest.raises(ValueError, match="unknown device 'torch:meta'"):
+        anynet.device("torch:meta")
+
+
 def test_to_numpy_and_device_of(device):
     x = device.asarray([[1.0, 2.0]])
     host = to_numpy(x)
