@@ -53,6 +53,11 @@ class Optimizer:
         self.iter += 1
         return self.iter
 
+    def rebind_state(self, slot: str, arrays: dict[str, Any]) -> None:
+        """Take ``arrays`` (same names, same values, new arrays, e.g. views of a fast path's flat buffer) as the
+        state of ``slot``; the update goes on with them."""
+        self.state[slot].update(arrays)
+
     def to(self, device: str | Device) -> Optimizer:
         """Move the optimizer's state onto ``device``; returns the optimizer."""
         where = make_device(device)
@@ -172,15 +177,14 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
 
-    def step_size(self) -> float:
-        """Advance the step counter and return this step's bias-corrected learning rate
-        lr * sqrt(1 - beta2**t) / (1 - beta1**t): the one place of that formula."""
-        t = self.advance()
+    def step_size(self, t: int) -> float:
+        """The bias-corrected learning rate of step ``t`` (1-based), lr * sqrt(1 - beta2**t) / (1 - beta1**t): the
+        one place of that formula. Reading it changes nothing; an update counts its step with ``advance()``."""
         return self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
 
     def update(self, params, grads):
         m, v = self._slot("m", params), self._slot("v", params)
-        lr_t = self.step_size()
+        lr_t = self.step_size(self.advance())
         for name in params:
             xp = namespace(params[name])
             g = grads[name]

@@ -114,13 +114,17 @@ def test_the_step_counter_advances_through_its_method(name):
 
 def test_adams_step_size_is_the_bias_corrected_learning_rate():
     adam = Adam(lr=0.1, beta1=0.8, beta2=0.9)
-    for t in (1, 2, 3):
-        assert adam.step_size() == 0.1 * math.sqrt(1 - 0.9**t) / (1 - 0.8**t) and adam.iter == t
-    # the update counts its step once: after two more updates the next step size is the fifth one
+    for t in (1, 2, 3, 6):
+        assert adam.step_size(t) == 0.1 * math.sqrt(1 - 0.9**t) / (1 - 0.8**t)
+    assert adam.iter == 0  # reading a step size changes nothing
+    # each update counts its step once, and moves the parameter by step_size(t) * m / (sqrt(v) + eps)
     params, grads = {"W": np.ones(2)}, {"W": np.full(2, 0.5)}
     adam.update(params, grads)
+    assert adam.iter == 1
+    m, v = 0.2 * 0.5, 0.1 * 0.25
+    np.testing.assert_allclose(params["W"], 1 - adam.step_size(1) * m / (math.sqrt(v) + 1e-7), rtol=1e-12)
     adam.update(params, grads)
-    assert adam.iter == 5 and adam.step_size() == 0.1 * math.sqrt(1 - 0.9**6) / (1 - 0.8**6)
+    assert adam.iter == 2
 
 
 @pytest.mark.parametrize("name", ["momentum", "adam", "rmsprop"])

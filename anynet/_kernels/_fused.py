@@ -94,7 +94,7 @@ class FusedStepBase:
             state = self.optimizer.state[slot]
             if slot not in self.slots or not self.slots[slot].holds(state):
                 self.slots[slot] = Flat(self.xp, self.shapes, self.dtype, state)
-                state.update(self.slots[slot].views)
+                self.optimizer.rebind_state(slot, self.slots[slot].views)
         return self.params.views
 
     def _buffers(self, batch):

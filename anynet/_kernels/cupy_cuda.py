@@ -111,7 +111,8 @@ def _rmsprop(opt, p, g, slots):
 
 
 def _adam(opt, p, g, slots):
-    _adam_kernel(g, opt.step_size(), opt.beta1, opt.beta2, EPSILON, p, slots["m"].buffer, slots["v"].buffer)
+    lr_t = opt.step_size(opt.advance())
+    _adam_kernel(g, lr_t, opt.beta1, opt.beta2, EPSILON, p, slots["m"].buffer, slots["v"].buffer)
 
 
 # The optimizers with a CUDA fast path (by exact type: a subclass may change the formula) and their formulas.

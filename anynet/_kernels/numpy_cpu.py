@@ -107,7 +107,7 @@ def _divide_by_root(opt, p, g, w, h):
 
 def _adam(opt, p, g, w, slots, gscale):
     m, v = slots["m"].buffer, slots["v"].buffer
-    lr_t = opt.step_size()
+    lr_t = opt.step_size(opt.advance())
     # m = b1 m + (1 - b1) grad and v = b2 v + (1 - b2) grad^2, where g = sqrt(1 - b2) grad
     np.multiply(g, (1.0 - opt.beta1) / gscale, out=w)
     m *= opt.beta1

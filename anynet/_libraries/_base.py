@@ -128,10 +128,13 @@ class Library:
         return array_api_compat.array_namespace(self.import_module().empty(0))
 
     def supports_float64(self, xp: ModuleType, native: Any) -> bool:
+        """Whether device ``native`` has float64, as the namespace's inspection API says (an older namespace without
+        one, or one that does not know this device object, is taken to have it, as the standard's default)."""
         info = getattr(xp, "__array_namespace_info__", None)
-        if info is None:
+        try:
+            return info is None or "float64" in info().dtypes(device=native)
+        except Exception:
             return True
-        return "float64" in info().dtypes(device=native)
 
     # -- moving data ---------------------------------------------------------------------------------------
 

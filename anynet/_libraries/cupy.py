@@ -76,9 +76,6 @@ class CuPy(Library):
     def index(self, name: str) -> int | None:
         return int(name.rsplit(":", 1)[1])
 
-    def supports_float64(self, xp: ModuleType, native: Any) -> bool:
-        return True
-
     def to_host(self, x: Any) -> np.ndarray:
         return x.get()
 

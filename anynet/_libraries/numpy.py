@@ -46,9 +46,6 @@ class NumPy(Library):
     def namespace(self, name: str) -> ModuleType:
         return array_api_compat.array_namespace(np.empty(0))
 
-    def supports_float64(self, xp: ModuleType, native: Any) -> bool:
-        return True
-
     def from_host(self, host: np.ndarray, xp: ModuleType, native: Any) -> Any:
         return host
 
