@@ -11,10 +11,11 @@ LIBRARY_PLACES = ("_libraries", "_kernels")
 # Host-side modules that read files into NumPy arrays (NumPy is the host format, named only there and in backend).
 HOST_NUMPY = {"backend.py", "datasets.py", "idx.py", "io.py"}
 LIBRARIES = "numpy|cupy|torch|array_api_strict"
-LIBRARY_NAME = re.compile(rf"\b(import\s+({LIBRARIES})|from\s+({LIBRARIES})\b|np\.|cupy\.|torch\.)")
+LIBRARY_NAME = re.compile(rf"""\b(import\s+({LIBRARIES})|from\s+({LIBRARIES})\b|np\.|({LIBRARIES})\."""
+                          rf"""|import_module\(\s*["']({LIBRARIES}))""")
 LIBRARY_BRANCH = re.compile(
     r"""(\blibrary\s*(==|!=)|\.library\s+(not\s+)?in\b|\bis_(numpy|cupy|torch|jax|dask|pydata_sparse|array_api_strict)_(namespace|array)"""
-    r"""|startswith\(\s*["'](cuda|torch|strict|cpu)|["'](numpy|cupy|torch|strict)["']\s*(==|!=|\bin\b)"""
+    r"""|startswith\(\s*\(?\s*["'](cuda|torch|strict|cpu)|["'](numpy|cupy|torch|strict)["']\s*(==|!=|\bin\b)"""
     r"""|(==|!=)\s*["'](numpy|cupy|torch|strict)["'])"""
 )
 
@@ -71,9 +72,15 @@ def test_nothing_branches_on_a_library_name_outside_the_adapters_and_kernels():
     assert not offenders, "library-name branches outside the adapters:\n" + "\n".join(offenders)
 
 
-def test_the_branch_check_sees_what_it_must():
-    for line in ('if where.library == "cupy":', "elif name.startswith('cuda'):", 'if "torch" == kind:',
-                 "if is_cupy_namespace(xp):", 'if device.library in ("numpy", "strict"):'):
+def test_the_checks_see_what_they_must():
+    for line in ("import cupy", "from torch import nn", "y = np.exp(x)", "host = numpy.asarray(x)",
+                 "cp = cupy.asarray(x)", "importlib.import_module('torch')", "array_api_strict.Device('device1')"):
+        assert LIBRARY_NAME.search(line), line
+    for line in ("xp = namespace(x)", "from .backend import to_numpy", "numpy_like = xp.asarray(x)"):
+        assert not LIBRARY_NAME.search(line), line
+    for line in ('name.startswith(("cuda", "torch:cuda"))', 'if where.library == "cupy":',
+                 "elif name.startswith('cuda'):", 'if "torch" == kind:', "if is_cupy_namespace(xp):",
+                 'if device.library in ("numpy", "strict"):'):
         assert LIBRARY_BRANCH.search(line), line
     for line in ('if where.platform == "cuda":', "library = _library_of(x)", 'name = "torch:cpu"'):
         assert not LIBRARY_BRANCH.search(line), line
