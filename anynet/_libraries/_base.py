@@ -103,6 +103,25 @@ class Library:
         for a name this library does not have at all."""
         return None
 
+    # -- what the GPU adapters share -----------------------------------------------------------------------
+
+    @staticmethod
+    def _numbered(text: str, prefix: str) -> str | None:
+        """``prefix`` or ``prefix:N`` (any case, N with leading zeros) as the canonical ``prefix:N``; else None."""
+        lowered = text.lower()
+        if lowered == prefix:
+            return f"{prefix}:0"
+        number = lowered.removeprefix(f"{prefix}:")
+        return f"{prefix}:{int(number)}" if number != lowered and number.isdigit() and number.isascii() else None
+
+    def _gpu_index_problem(self, name: str, count: int, none_here: str) -> str | None:
+        """Why GPU ``name`` is not among ``count`` GPUs (``none_here`` when there are none), or None."""
+        if count == 0:
+            return none_here
+        if self.index(name) >= count:  # type: ignore[operator]
+            return f"there are {count} CUDA device(s), numbered 0 to {count - 1}"
+        return None
+
     def native(self, name: str) -> Any:
         """The library's device object for canonical ``name``."""
         raise NotImplementedError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from types import ModuleType
 from typing import Any
 
@@ -46,20 +45,10 @@ class CuPy(Library):
         return self.device_names()[:1]
 
     def canonical(self, text: str) -> str | None:
-        lowered = text.lower()
-        if lowered == "cuda":
-            return "cuda:0"
-        if re.fullmatch(r"cuda:\d+", lowered):
-            return f"cuda:{int(lowered[5:])}"
-        return None
+        return self._numbered(text, "cuda")
 
     def check(self, spec: str, name: str) -> str | None:
-        count = len(self.device_names())
-        if count == 0:
-            return "CuPy sees no CUDA device"
-        if self.index(name) >= count:  # type: ignore[operator]
-            return f"there are {count} CUDA device(s), numbered 0 to {count - 1}"
-        return None
+        return self._gpu_index_problem(name, len(self.device_names()), "CuPy sees no CUDA device")
 
     def native(self, name: str) -> Any:
         return self.import_module().cuda.Device(self.index(name))

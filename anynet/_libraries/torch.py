@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import array_api_compat
@@ -35,21 +34,16 @@ class Torch(Library):
         lowered = text.lower()
         if lowered in ("torch", "torch:cpu"):
             return "torch:cpu"
-        if lowered == "torch:cuda":
-            return "torch:cuda:0"
-        if re.fullmatch(r"torch:cuda:\d+", lowered):
-            return f"torch:cuda:{int(lowered[11:])}"
-        return None
+        if not lowered.startswith("torch:"):
+            return None
+        numbered = self._numbered(lowered[len("torch:"):], "cuda")
+        return None if numbered is None else f"torch:{numbered}"
 
     def check(self, spec: str, name: str) -> str | None:
         if self.platform(name) != "cuda":
             return None
         count = sum(self.platform(n) == "cuda" for n in self.device_names())
-        if count == 0:
-            return "this PyTorch build sees no CUDA device"
-        if self.index(name) >= count:  # type: ignore[operator]
-            return f"there are {count} CUDA device(s), numbered 0 to {count - 1}"
-        return None
+        return self._gpu_index_problem(name, count, "this PyTorch build sees no CUDA device")
 
     def native(self, name: str) -> Any:
         return self.import_module().device(name.removeprefix("torch:"))
