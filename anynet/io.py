@@ -85,12 +85,17 @@ def load_params(path: str | os.PathLike, device: str | Device = "cpu", dtype: An
     arrays and plain containers raise UnsafePickleError without running it.
     """
     where = make_device(device)
+    host, _ = _read_file(path)
+    return {name: where.asarray(value, dtype=dtype) for name, value in host.items()}
+
+
+def _read_file(path: str | os.PathLike) -> tuple[dict[str, numpy.ndarray], dict]:
+    """The host arrays and the metadata ({} for a pickle or an .npz without) of weights file ``path``, read once."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     raw = path.read_bytes()
-    host = _read_npz(path, raw) if raw[:4] == b"PK\x03\x04" else _read_pickle(path, raw)
-    return {name: where.asarray(value, dtype=dtype) for name, value in host.items()}
+    return _read_npz(path, raw) if raw[:4] == b"PK\x03\x04" else (_read_pickle(path, raw), {})
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
@@ -134,20 +139,25 @@ def load_checkpoint(path: str | os.PathLike, device: str | Device = "cpu") -> tu
     ``metadata`` holds everything else ("epoch", "architecture", "optimizer", the loop's state). A file that is
     not such a checkpoint raises ValueError.
     """
-    metadata = read_metadata(path)
+    try:
+        host, metadata = _read_file(path)
+    except (UnsafePickleError, ValueError):  # not even a weights file: the error below says what was expected
+        host, metadata = {}, {}
     if metadata.get("kind") != CHECKPOINT_KIND:
         raise ValueError(f"{path}: not a checkpoint written by anynet's Trainer (checkpoint=PATH writes one)")
-    saved = load_params(path, device=device)
+    where = make_device(device)
+    saved = {name: where.asarray(value) for name, value in host.items()}
     arrays = {"params": {k[len(_PARAM):]: v for k, v in saved.items() if k.startswith(_PARAM)},
               "optimizer": {"iter": metadata["optimizer"]["iter"],
                             "arrays": {k[len(_OPTIMIZER):]: v for k, v in saved.items() if k.startswith(_OPTIMIZER)}}}
     return arrays, metadata
 
 
-def _read_npz(path: Path, raw: bytes) -> dict[str, numpy.ndarray]:
+def _read_npz(path: Path, raw: bytes) -> tuple[dict[str, numpy.ndarray], dict]:
     try:
         with numpy.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files if name != METADATA_KEY}
+            metadata = json.loads(str(archive[METADATA_KEY])) if METADATA_KEY in archive.files else {}
+            return {name: archive[name] for name in archive.files if name != METADATA_KEY}, metadata
     except ValueError as error:  # object arrays need pickle, which .npz loading never allows
         raise ValueError(f"{path}: holds object arrays, which anynet does not unpickle ({error})") from None
     except (zipfile.BadZipFile, EOFError, OSError) as error:

@@ -218,3 +218,9 @@ def test_load_checkpoint_refuses_plain_weights(tmp_path):
     with pytest.raises(ValueError, match=r"weights.npz: not a checkpoint written by anynet's Trainer \(checkpoint="
                                          r"PATH writes one\)"):
         load_checkpoint(path)
+    # a pickle of arrays and a file that is neither: the same error, not a parse error
+    (tmp_path / "weights.pkl").write_bytes(pickle.dumps({"W1": np.zeros(2)}))
+    (tmp_path / "junk.npz").write_bytes(b"not an archive")
+    for name in ("weights.pkl", "junk.npz"):
+        with pytest.raises(ValueError, match=rf"{name}: not a checkpoint written by anynet's Trainer"):
+            load_checkpoint(tmp_path / name)
