@@ -26,12 +26,14 @@ __all__ = ["AffineStackSpec", "fused_step", "label_predictor"]
 class AffineStackSpec:
     """What a kernel needs to know of Affine - activation - ... - Affine - softmax cross-entropy.
 
-    sizes: the layer widths, input first. activation: "relu" or "sigmoid" (others have no fast path).
-    weight_decay_lambda: returns the L2 decay lambda (0.5 * lambda * sum(W**2) in the loss), read on every step as
-    the generic path reads it. params: returns the current dict of
-    W1, b1, W2, ... (read on every step: whatever replaced the parameters since is seen). rebind: called with
-    views of flat buffers after the kernel moved the parameters into them; the owner puts them in its dict and
-    rebuilds whatever holds the old arrays.
+    - sizes: the layer widths, input first.
+    - activation: "relu" or "sigmoid" (others have no fast path).
+    - weight_decay_lambda: returns the L2 decay lambda (0.5 * lambda * sum(W**2) in the loss); read on every step,
+      as the generic path reads it.
+    - params: returns the current dict of W1, b1, W2, ...; read on every step, so whatever replaced the parameters
+      since is seen.
+    - rebind: called with views of flat buffers after the kernel moved the parameters into them; the owner puts
+      them in its dict and rebuilds whatever holds the old arrays.
     """
 
     sizes: tuple[int, ...]

@@ -59,13 +59,11 @@ class FusedStepBase:
     def __init__(self, spec, optimizer):
         params = spec.params()
         self.spec = spec
-        self._current_params = spec.params  # read on every step
         self.optimizer = optimizer
         self.rule = self.updates[type(optimizer)]  # this optimizer's entry in the table
         self.depth = spec.depth
         self.sizes = list(spec.sizes)
         self.relu = spec.activation == "relu"
-        self._decay = spec.weight_decay_lambda
         self.dtype = params["W1"].dtype
         self.W = [None] + [f"W{i}" for i in range(1, self.depth + 1)]
         self.b = [None] + [f"b{i}" for i in range(1, self.depth + 1)]
@@ -82,7 +80,7 @@ class FusedStepBase:
     def _bind(self):
         """Put the parameters and optimizer state into flat buffers, again if anything replaced them; returns the
         current parameters by name (the flat views where there are flat buffers)."""
-        params = self._current_params()
+        params = self.spec.params()  # read on every step: whatever replaced the parameters since is seen
         if not self.needs_flat_params():
             return params
         if self.params is None or not self.params.holds(params):

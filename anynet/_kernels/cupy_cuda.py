@@ -182,7 +182,7 @@ class FusedStep(FusedStepBase):
             _softmax_xent_targets(logits, tb.astype(self.dtype, copy=False), classes, 1.0 / batch, buf.row_loss, dy)
         loss = buf.row_loss.sum() / batch
 
-        decay = self._decay()
+        decay = self.spec.weight_decay_lambda()
         if decay:
             loss = loss + 0.5 * decay * sum(cupy.vdot(params[W[i]], params[W[i]]) for i in range(1, self.depth + 1))
         for i in range(self.depth, 0, -1):

@@ -228,7 +228,7 @@ class FusedStep(FusedStepBase):
             dy -= tb.T * scale
 
         # backward; dy is (classes, batch) for the output layer, (batch, n) below it
-        decay = self._decay()
+        decay = self.spec.weight_decay_lambda()
         for i in range(depth, 0, -1):
             below = xb if i == 1 else buf.z[i - 1]
             dy_rows = dy.T if i == depth else dy
