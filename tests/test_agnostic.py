@@ -37,9 +37,18 @@ def _modules():
         yield path, path.relative_to(PACKAGE)
 
 
-def _code_lines(path):
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        yield number, line.split("#", 1)[0]
+def _offending_lines(offends):
+    """``anynet/<module>:<line>: <code>`` for each code line (comments cut) outside the adapters and kernels for
+    which ``offends(relative_path, code)`` holds."""
+    found = []
+    for path, relative in _modules():
+        if relative.parts[0] in LIBRARY_PLACES:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if offends(relative, code):
+                found.append(f"anynet/{relative}:{number}: {code.strip()}")
+    return found
 
 
 def _unit(relative: Path) -> str:
@@ -47,28 +56,20 @@ def _unit(relative: Path) -> str:
     return relative.parts[0] if len(relative.parts) > 1 else relative.stem
 
 
+def _names_a_library(relative, code):
+    match = LIBRARY_NAME.search(code)
+    host_numpy = relative.name in HOST_NUMPY and match and "numpy" in match.group(0) and "np." not in code
+    return bool(match) and not host_numpy
+
+
 def test_no_array_library_is_named_outside_the_adapters_and_kernels():
-    offenders = []
-    for path, relative in _modules():
-        if relative.parts[0] in LIBRARY_PLACES:
-            continue
-        for number, code in _code_lines(path):
-            match = LIBRARY_NAME.search(code)
-            host_numpy = relative.name in HOST_NUMPY and match and "numpy" in match.group(0) and "np." not in code
-            if match and not host_numpy:
-                offenders.append(f"anynet/{relative}:{number}: {code.strip()}")
+    offenders = _offending_lines(_names_a_library)
     assert not offenders, "array libraries named outside the adapters and kernels:\n" + "\n".join(offenders)
     assert len(list(PACKAGE.glob("*.py"))) >= 10  # the scan really saw the package
 
 
 def test_nothing_branches_on_a_library_name_outside_the_adapters_and_kernels():
-    offenders = []
-    for path, relative in _modules():
-        if relative.parts[0] in LIBRARY_PLACES:
-            continue
-        for number, code in _code_lines(path):
-            if LIBRARY_BRANCH.search(code):
-                offenders.append(f"anynet/{relative}:{number}: {code.strip()}")
+    offenders = _offending_lines(lambda relative, code: bool(LIBRARY_BRANCH.search(code)))
     assert not offenders, "library-name branches outside the adapters:\n" + "\n".join(offenders)
 
 
