@@ -217,6 +217,17 @@ class Device:
         self._check_float64(moved.dtype)
         return moved
 
+    def active(self) -> Any:
+        """A context manager in which new arrays and kernels of this device's library land on this device.
+
+        Only CuPy needs it (it places work on its *current* GPU, whatever ``device=`` says); anynet's networks,
+        optimizers and Trainer enter it themselves. Use it around your own CuPy code on ``cuda:N`` with N >= 1::
+
+            with anynet.device("cuda:1").active():
+                p = anynet.functions.softmax(x)
+        """
+        return self._adapter.activate(self.native)
+
     def free_memory(self) -> int | None:
         """Free bytes on this device if it is a GPU, None for host devices (whose data is in host memory already)."""
         return self._adapter.free_memory(self.native)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from types import ModuleType
 from typing import Any
@@ -170,6 +171,12 @@ class Library:
     def free_memory(self, native: Any) -> int | None:
         """Free bytes on a GPU device, None on host devices."""
         return None
+
+    def activate(self, native: Any) -> contextlib.AbstractContextManager:
+        """A context in which the library's new arrays and kernels land on ``native``: CuPy places them on its
+        *current* device whatever ``device=`` says (array-api-compat's CuPy creation functions ignore it), so
+        anynet's networks, optimizers and Trainer run inside this. A no-op for libraries that honour ``device=``."""
+        return contextlib.nullcontext()
 
     def synchronize(self, native: Any) -> None:
         """Wait for queued work on ``native`` (nothing to wait for on the host)."""

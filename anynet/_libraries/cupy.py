@@ -72,6 +72,9 @@ class CuPy(Library):
         with native:  # CuPy's creation functions place arrays on the current device
             return xp.asarray(host)
 
+    def activate(self, native: Any) -> Any:
+        return native  # cupy.cuda.Device is a (re-entrant) context manager that makes it the current device
+
     def free_memory(self, native: Any) -> int | None:
         with native:
             return int(self.import_module().cuda.runtime.memGetInfo()[0])
