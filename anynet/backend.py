@@ -191,7 +191,10 @@ class Device:
 
         ``x`` may be an array of NumPy, CuPy, PyTorch or array-api-strict on any device, or a list or scalar.
         Arrays keep their dtype unless ``dtype`` is given; Python floats become float32, anynet's default.
-        The result may share memory with ``x`` when no move is needed (as ``numpy.asarray`` does).
+        The result is ``x`` itself when it is already here (as ``numpy.asarray`` does); an array of another
+        library never shares memory with the result, even where both could (NumPy and PyTorch on the CPU, CuPy
+        and PyTorch on one GPU through DLPack): training updates parameters in place, and moving a network must
+        not leave its old arrays changing with the new ones.
         """
         dtype = self.dtype(dtype)
         source = _library_of(x)
@@ -203,13 +206,20 @@ class Device:
         if source is self._adapter:
             moved = x if device_of(x) == self else array_api_compat.to_device(x, self.native)
         elif self.platform != "cpu" and device_of(x).platform != "cpu":
-            # Both live on a GPU: hand the buffer over with DLPack instead of a trip through host memory.
-            moved = self.xp.from_dlpack(x)
-            if device_of(moved) != self:
-                moved = array_api_compat.to_device(moved, self.native)
+            # Both live on a GPU: the buffer goes over with DLPack, not through host memory, and is then copied on
+            # the GPU, since DLPack shares it.
+            with self.active():
+                moved = self.xp.from_dlpack(x)
+                if device_of(moved) != self:
+                    moved = array_api_compat.to_device(moved, self.native)
+                else:
+                    moved = self.xp.asarray(moved, copy=True)
         else:
             host = source.to_host(x)
-            if dtype is not None:
+            if device_of(x).platform == "cpu" and self.platform == "cpu":
+                # host memory to host memory: to_host and from_host may both just wrap the buffer
+                host = numpy.array(host, dtype=None if dtype is None else _dtype_name(dtype), copy=True)
+            elif dtype is not None:
                 host = host.astype(_dtype_name(dtype), copy=False)
             return self._from_host(host, dtype)
         if dtype is not None and moved.dtype != dtype:

@@ -145,3 +145,27 @@ def test_namespace_refuses_mixed_libraries_and_devices(mine, other):
     assert f"on device {device.name!r}" in message and "argument 2: " in message
     assert f"on device {theirs.name!r}" in message
     assert f"anynet.device({device.name!r}).asarray(x)" in message
+
+
+@pytest.mark.parametrize("source, target", [pair for pair in itertools.permutations(DEVICE_NAMES, 2)
+                                            if anynet.device(pair[0]).library != anynet.device(pair[1]).library])
+def test_a_move_between_libraries_never_shares_memory(source, target):
+    """NumPy <-> PyTorch on the CPU could share the buffer; a moved network's old arrays must not change with it."""
+    original = anynet.device(source).asarray(np.arange(4, dtype=np.float32))
+    moved = anynet.device(target).asarray(original)
+    original[...] = 9.0
+    np.testing.assert_array_equal(to_numpy(moved), [0, 1, 2, 3])
+    moved[...] = -1.0
+    np.testing.assert_array_equal(to_numpy(original), [9, 9, 9, 9])
+
+
+@pytest.mark.skipif("torch:cpu" not in DEVICE_NAMES, reason="needs PyTorch")
+def test_a_move_between_gpu_libraries_copies_after_dlpack(monkeypatch):
+    """CuPy <-> torch:cuda hand buffers over with DLPack, which shares them; the move copies on the GPU. Run here
+    with NumPy and torch:cpu posing as GPU devices (DLPack works between them on the CPU too)."""
+    for name in ("cpu", "torch:cpu"):
+        monkeypatch.setattr(anynet.device(name), "platform", "cuda")
+    original = anynet.device("cpu").asarray(np.arange(4, dtype=np.float32))
+    moved = anynet.device("torch:cpu").asarray(original)
+    original[...] = 9.0
+    np.testing.assert_array_equal(to_numpy(moved), [0, 1, 2, 3])
