@@ -73,6 +73,7 @@ class FusedStepBase:
         self.grads: Any = None
         self.scratch: dict[str, Flat] = {}
         self.slots: dict[str, Flat] = {}
+        self._checked_labels: Any = None  # the label array last found valid: checked once, not on every step
 
     def needs_flat_params(self) -> bool:
         return True
@@ -94,6 +95,38 @@ class FusedStepBase:
                 self.slots[slot] = Flat(self.xp, self.shapes, self.dtype, state)
                 self.optimizer.rebind_state(slot, self.slots[slot].views)
         return self.params.views
+
+    def check_labels(self, t):
+        """Refuse labels outside 0..classes-1 (and non-integer ones) before a kernel indexes with them: one host
+        read per label array, so the Trainer (which passes the same training labels every step) pays it once.
+        One-hot targets pass unchecked."""
+        if t.ndim != 1 or t is self._checked_labels:
+            return
+        xp, classes = self.xp, self.sizes[-1]
+        if t.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers (class numbers 0..{classes - 1}), got dtype {t.dtype}; "
+                            "pass one-hot targets as a 2-D array")
+        if t.shape[0]:
+            low, high = (int(value) for value in (xp.min(t), xp.max(t)))
+            if low < 0 or high >= classes:
+                raise ValueError(f"labels must be class numbers 0..{classes - 1} for this network's {classes} "
+                                 f"outputs, got labels from {low} to {high}")
+        self._checked_labels = t
+
+    def input_rows(self, x, indices, out):
+        """Rows ``indices`` of ``x`` (all if None) flattened, in the parameters' dtype: device data of another
+        float dtype is cast (the kernels take one dtype), into ``out`` where the dtypes allow."""
+        xp = self.xp
+        if indices is None:
+            rows = xp.reshape(x, (x.shape[0], -1))
+            return rows if rows.dtype == self.dtype else rows.astype(self.dtype)
+        flat = xp.reshape(x, (x.shape[0], -1))
+        if flat.dtype == self.dtype:
+            return self._take_into(flat, indices, out)
+        return xp.take(flat, indices, axis=0).astype(self.dtype)
+
+    def _take_into(self, flat, indices, out):
+        return self.xp.take(flat, indices, axis=0, out=out)
 
     def _buffers(self, batch):
         if batch not in self.buffers:

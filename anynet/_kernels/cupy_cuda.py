@@ -42,10 +42,16 @@ _SOFTMAX_HEAD = """
 _softmax_xent_labels = cupy.ElementwiseKernel(
     "raw T logits, int64 label, int32 classes, T scale", "T row_loss, raw T dy",
     _SOFTMAX_HEAD + """
-    row_loss = log_s - (logits[base + label] - m);
-    for (int j = 0; j < classes; ++j) {
-        const T p = exp(logits[base + j] - m - log_s);
-        dy[base + j] = (p - (j == label ? (T)1 : (T)0)) * scale;
+    if (label < 0 || label >= classes) {  // never read outside the row: poison the loss and gradient instead
+        const T zero = 0, not_a_number = zero / zero;
+        row_loss = not_a_number;
+        for (int j = 0; j < classes; ++j) { dy[base + j] = not_a_number; }
+    } else {
+        row_loss = log_s - (logits[base + label] - m);
+        for (int j = 0; j < classes; ++j) {
+            const T p = exp(logits[base + j] - m - log_s);
+            dy[base + j] = (p - (j == label ? (T)1 : (T)0)) * scale;
+        }
     }
     """, "anynet_softmax_xent_labels")
 _softmax_xent_targets = cupy.ElementwiseKernel(
@@ -162,15 +168,18 @@ class FusedStep(FusedStepBase):
 
     def __call__(self, x, t, indices=None):
         """One step on the samples ``indices`` of (x, t) (all if None); returns the loss as a 0-D device array."""
+        where = _device_of_params(self.spec, x, t, indices)
+        with where:  # CuPy allocates and launches on its current device: make it the parameters' one
+            return self._step(x, t, indices)
+
+    def _step(self, x, t, indices):
         params = self._bind()
+        self.check_labels(t)
         batch = x.shape[0] if indices is None else indices.shape[0]
         buf = self._buffers(batch)
         W, b, opt, update = self.W, self.b, self.optimizer, self.rule
-        if indices is None:
-            xb, tb = x.reshape(batch, -1), t
-        else:
-            xb = cupy.take(x.reshape(x.shape[0], -1), indices, axis=0, out=buf.x)
-            tb = cupy.take(t, indices, axis=0)
+        xb = self.input_rows(x, indices, buf.x)
+        tb = t if indices is None else cupy.take(t, indices, axis=0)
 
         _forward(params, xb, buf.z, self.relu)
 
@@ -206,12 +215,30 @@ class FusedStep(FusedStepBase):
         return loss
 
 
+def _device_of_params(spec, *arrays):
+    """The GPU of ``spec``'s parameters, after checking that ``arrays`` (None skipped) are there too: CuPy would
+    otherwise read them across GPUs, or fail without peer access, with an error naming neither."""
+    where = spec.params()["W1"].device
+    for x in arrays:
+        if x is not None and x.device != where:
+            raise ValueError(f"the network's parameters are on cuda:{where.id} and an input is on cuda:{x.device.id}; "
+                             f"move it there first: anynet.device('cuda:{where.id}').asarray(x)")
+    return where
+
+
 def predict_labels(spec, x, batch_size: int = 10000):
     """argmax of the scores of the Affine stack ``spec`` for each row of ``x``, computed with the fused
     bias-activation kernels, ``batch_size`` rows at a time."""
+    with _device_of_params(spec, x):
+        return _predict_labels(spec, x, batch_size)
+
+
+def _predict_labels(spec, x, batch_size):
     params = spec.params()
     n = x.shape[0]
     flat = x.reshape(n, -1)
+    if flat.dtype != params["W1"].dtype:  # the kernels take one dtype: device data of another float is cast
+        flat = flat.astype(params["W1"].dtype)
     relu = spec.activation == "relu"
     pieces = []
     outputs = [None] * (spec.depth + 1)  # no buffers: let matmul allocate each chunk's activations

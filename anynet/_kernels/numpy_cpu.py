@@ -178,6 +178,10 @@ class FusedStep(FusedStepBase):
         with np.errstate(over="ignore"):
             return self._step(x, t, indices)
 
+    def _take_into(self, flat, indices, out):
+        # mode="clip" lets take write straight into the buffer (the indices are valid by construction)
+        return np.take(flat, indices, axis=0, out=out, mode="clip")
+
     def _bind(self):
         params = super()._bind()
         if self._bias_rows_of is not self.grads:  # (1, n) views of the bias gradients, for their GEMMs
@@ -187,16 +191,13 @@ class FusedStep(FusedStepBase):
 
     def _step(self, x, t, indices):
         self._bind()
+        self.check_labels(t)
         batch = x.shape[0] if indices is None else indices.shape[0]
         buf = self._buffers(batch)
         params, grads, depth = self.params.views, self.grads.views, self.depth
         W, b = self.W, self.b
-        if indices is None:
-            xb, tb = np.reshape(x, (batch, -1)), t
-        else:
-            # mode="clip" lets take write straight into the buffer (the indices are valid by construction)
-            xb = np.take(np.reshape(x, (x.shape[0], -1)), indices, axis=0, out=buf.x, mode="clip")
-            tb = t[indices]
+        xb = self.input_rows(x, indices, buf.x)
+        tb = t if indices is None else t[indices]
 
         # forward: the hidden layers, then the output layer transposed
         h = _hidden_in_place(params, xb, buf.z, self.relu)
