@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import namespace, native_device
+from .backend import device_of, namespace, native_device
 from .functions import _floating, _log_softmax, _mean_nll, _sigmoid
 
 __all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss"]
@@ -98,6 +98,7 @@ class SoftmaxWithLoss:
         if self.t.ndim == self.y.ndim:
             target = self.t
         else:
-            classes = xp.arange(self.y.shape[1], device=native_device(self.y))
+            with device_of(self.y).active():  # CuPy's arange goes to its current GPU, whatever device= says
+                classes = xp.arange(self.y.shape[1], device=native_device(self.y))
             target = xp.astype(xp.reshape(self.t, (-1, 1)) == classes, self.y.dtype)
         return (self.y - target) * (dout / batch)

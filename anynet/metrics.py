@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .backend import namespace, native_device
+from .backend import device_of, namespace, native_device
 
 __all__ = ["confusion_matrix"]
 
@@ -17,7 +17,8 @@ def confusion_matrix(t: Any, y: Any, num_classes: int) -> Any:
     xp = namespace(t, y)
     labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
     guesses = xp.argmax(y, axis=1) if y.ndim == 2 else y
-    classes = xp.arange(num_classes, device=native_device(labels))
+    with device_of(labels).active():  # CuPy's arange goes to its current GPU, whatever device= says
+        classes = xp.arange(num_classes, device=native_device(labels))
     true_one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, xp.float32)
     guess_one_hot = xp.astype(xp.reshape(guesses, (-1, 1)) == classes, xp.float32)
     # a float32 product counts exactly up to 2**24 samples per cell, and every backend multiplies float32

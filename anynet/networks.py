@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -64,6 +65,18 @@ def predict(network: dict[str, Any], x: Any) -> Any:
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": Relu}
 
 
+def _on_own_device(method: Callable) -> Callable:
+    """Run ``method`` with the network's device active: CuPy puts new arrays and kernels on its current GPU, not
+    the one the weights are on (a no-op on every other library)."""
+
+    @functools.wraps(method)
+    def on_device(self, *args, **kwargs):
+        with self.device.active():
+            return method(self, *args, **kwargs)
+
+    return on_device
+
+
 class _AffineStack:
     """Affine - activation - ... - Affine - SoftmaxWithLoss, with parameters W1, b1, W2, b2, ... in ``params``."""
 
@@ -82,7 +95,8 @@ class _AffineStack:
             # drawn on the host in float64, rounded to dtype there: the same weights on every device
             self.params[f"W{index}"] = where.asarray(scales[index - 1] * rng.standard_normal((fan_in, fan_out)),
                                                      dtype=dtype)
-            self.params[f"b{index}"] = where.xp.zeros((fan_out,), dtype=where.dtype(dtype), device=where.native)
+            with where.active():  # where CuPy's zeros go: its current device, whatever device= says
+                self.params[f"b{index}"] = where.xp.zeros((fan_out,), dtype=where.dtype(dtype), device=where.native)
         self.last_loss = None
         self._build_layers()
 
@@ -144,10 +158,12 @@ class _AffineStack:
     def to(self, device: str | Device, dtype: Any = None) -> _AffineStack:
         """Move every parameter onto ``device`` (optionally casting to ``dtype``); returns the network."""
         where = make_device(device)
-        self.params = {name: where.asarray(value, dtype=dtype) for name, value in self.params.items()}
+        with where.active():
+            self.params = {name: where.asarray(value, dtype=dtype) for name, value in self.params.items()}
         self._build_layers()
         return self
 
+    @_on_own_device
     def load_params(self, params: dict[str, Any]) -> _AffineStack:
         """Replace the parameters by ``params`` (same names and shapes), moved onto this network's device."""
         where = self.device
@@ -161,12 +177,25 @@ class _AffineStack:
         self._build_layers()
         return self
 
+    @_on_own_device
     def predict(self, x: Any) -> Any:
-        """Scores (logits) for ``x``; host input is moved onto the network's device."""
-        x = on_device_of(self.params["W1"], x)
+        """Scores (logits) for ``x``; host input is moved onto the network's device, and floating input of another
+        precision is computed in the network's (as ``net.to(dtype=...)`` sets it)."""
+        x = self._input(x)
         self._check_features(x)
         for layer in self.layers.values():
             x = layer.forward(x)
+        return x
+
+    def _input(self, x: Any) -> Any:
+        """``x`` on the weights' device, in their dtype if it is floating: the fast paths' kernels take one dtype,
+        and libraries disagree on mixed ones (PyTorch refuses a float64 @ float32 product, NumPy widens it)."""
+        weights = self.params["W1"]
+        x = on_device_of(weights, x)
+        if x.dtype != weights.dtype and same_device(x, weights):
+            xp = namespace(x)
+            if xp.isdtype(x.dtype, "real floating"):
+                x = xp.astype(x, weights.dtype)
         return x
 
     def _check_features(self, x: Any) -> None:
@@ -177,6 +206,7 @@ class _AffineStack:
                 f"{self.input_size}; pass a batch of shape (N, {self.input_size})"
             )
 
+    @_on_own_device
     def loss(self, x: Any, t: Any) -> Any:
         """Cross-entropy of softmax(predict(x)) against ``t`` (labels or one-hot), plus the L2 weight decay."""
         t = on_device_of(self.params["W1"], t)
@@ -187,6 +217,7 @@ class _AffineStack:
             loss = loss + 0.5 * self.weight_decay_lambda * decay
         return loss
 
+    @_on_own_device
     def accuracy(self, x: Any, t: Any, batch_size: int = 10000) -> float:
         """The fraction of samples whose highest score is the label (``t``: labels or one-hot), as a float.
 
@@ -212,6 +243,7 @@ class _AffineStack:
             correct.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
         return int(to_numpy(sum(correct[1:], correct[0]))) / n
 
+    @_on_own_device
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of the loss by backpropagation, as a dict like ``params``. The loss is kept in ``last_loss``
         (on the device: reading it is left to the caller)."""
@@ -227,6 +259,7 @@ class _AffineStack:
             grads[f"b{index}"] = affine.db
         return grads
 
+    @_on_own_device
     def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of the loss by central differences (slow: two forward passes per parameter)."""
         x = on_device_of(self.params["W1"], x)

@@ -6,16 +6,32 @@ moments) is created there on the first update and moves with ``optimizer.to(devi
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 from .backend import Device, device_of, namespace, same_device
 from .backend import device as make_device
 
-__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer"]
+__all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer",
+           "on_params_device"]
 
 # The book's guard against dividing by a zero root (AdaGrad, RMSprop, Adam); the fused steps import it from here.
 EPSILON = 1e-7
+
+
+def on_params_device(update: Callable) -> Callable:
+    """Run ``update(self, params, grads)`` with the parameters' device active: CuPy puts new arrays (the state,
+    the temporaries) on its current GPU, not the parameters' one (a no-op on every other library). Decorate the
+    ``update`` of an optimizer of your own with it too."""
+
+    @functools.wraps(update)
+    def on_device(self, params, grads):
+        with device_of(next(iter(params.values()))).active():
+            return update(self, params, grads)
+
+    return on_device
 
 
 class Optimizer:
@@ -61,7 +77,8 @@ class Optimizer:
     def to(self, device: str | Device) -> Optimizer:
         """Move the optimizer's state onto ``device``; returns the optimizer."""
         where = make_device(device)
-        self.state = {slot: {k: where.asarray(v) for k, v in store.items()} for slot, store in self.state.items()}
+        with where.active():
+            self.state = {slot: {k: where.asarray(v) for k, v in store.items()} for slot, store in self.state.items()}
         return self
 
     def hyperparameters(self) -> dict[str, float]:
@@ -81,7 +98,8 @@ class Optimizer:
             if slot not in self.state:
                 raise ValueError(f"optimizer state {key!r} does not belong to {type(self).__name__}")
             # a copy: the state is updated in place and must not alias the caller's arrays
-            self.state[slot][name] = where.xp.asarray(where.asarray(value), copy=True)
+            with where.active():
+                self.state[slot][name] = where.xp.asarray(where.asarray(value), copy=True)
 
 
 class SGD(Optimizer):
@@ -90,6 +108,7 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
 
+    @on_params_device
     def update(self, params, grads):
         for name in params:
             params[name] -= self.lr * grads[name]
@@ -107,6 +126,7 @@ class Momentum(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
 
+    @on_params_device
     def update(self, params, grads):
         v = self._slot("v", params)
         for name in params:
@@ -118,6 +138,7 @@ class Momentum(Optimizer):
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's form."""
 
+    @on_params_device
     def update(self, params, grads):
         v = self._slot("v", params)
         for name in params:
@@ -135,6 +156,7 @@ class AdaGrad(Optimizer):
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
 
+    @on_params_device
     def update(self, params, grads):
         h = self._slot("h", params)
         for name in params:
@@ -155,6 +177,7 @@ class RMSprop(Optimizer):
     def hyperparameters(self):
         return {"lr": self.lr, "decay_rate": self.decay_rate}
 
+    @on_params_device
     def update(self, params, grads):
         h = self._slot("h", params)
         for name in params:
@@ -182,6 +205,7 @@ class Adam(Optimizer):
         one place of that formula. Reading it changes nothing; an update counts its step with ``advance()``."""
         return self.lr * math.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
 
+    @on_params_device
     def update(self, params, grads):
         m, v = self._slot("m", params), self._slot("v", params)
         lr_t = self.step_size(self.advance())

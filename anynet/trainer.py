@@ -166,7 +166,8 @@ class Trainer:
     def _place(self, x, t):
         """Data on the device (once) when it fits, else left on the host and moved batch by batch."""
         if self.resident:
-            return self.where.asarray(x, dtype=self._dtype), self.where.asarray(t)
+            with self.where.active():
+                return self.where.asarray(x, dtype=self._dtype), self.where.asarray(t)
         return to_numpy(x), to_numpy(t)  # on the host once; each batch is then sliced there and moved
 
     def _batch(self, x, t, indices_device, indices_host, start, stop):
@@ -181,6 +182,10 @@ class Trainer:
 
     def train_epoch(self) -> float:
         """One epoch of steps; returns its mean loss. Raises TrainingDivergedError on a NaN/inf loss."""
+        with self.where.active():  # CuPy: batches, temporaries and kernels on the network's GPU, not GPU 0
+            return self._train_epoch()
+
+    def _train_epoch(self) -> float:
         started = time.perf_counter()
         order = epoch_order(self.rng, self.train_size, self.batch_size, self.sampling)
         order_device: Any = self.where.asarray(order) if self.resident else None

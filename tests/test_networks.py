@@ -3,7 +3,9 @@ import pytest
 
 import anynet
 from anynet import networks
+from anynet.backend import to_numpy
 from anynet.functions import sigmoid
+from anynet.networks import MultiLayerNet
 from tests.helpers import assert_close
 
 
@@ -67,3 +69,17 @@ def test_predict_names_a_feature_count_mismatch(device):
     network = {name: device.asarray(w) for name, w in _three_layer_weights().items()}
     with pytest.raises(ValueError, match=r"input has 5 features per sample, the network's W1 expects 6 .*\(N, 6\)"):
         networks.predict(network, device.asarray(np.zeros((2, 5), dtype=np.float32)))
+
+
+def test_float64_input_on_the_device_is_computed_in_the_networks_dtype(device64):
+    """Floating input of another precision is cast to the weights' dtype (PyTorch would refuse the product, NumPy
+    would widen it, CuPy's kernels take one dtype), on the generic and the fast paths alike."""
+    net = MultiLayerNet(20, [16], 5, seed=3, device=device64)
+    x = np.random.default_rng(0).normal(size=(64, 20))
+    labels = np.random.default_rng(1).integers(0, 5, size=64)
+    x64 = device64.asarray(x, dtype="float64")
+    scores = net.predict(x64)
+    assert_close(scores, to_numpy(net.predict(x.astype(np.float32))), device=device64, rtol=1e-6, atol=1e-6)
+    assert net.accuracy(x64, device64.asarray(labels)) == net.accuracy(x.astype(np.float32), labels)
+    assert float(to_numpy(net.loss(x64, device64.asarray(labels)))) == pytest.approx(
+        float(to_numpy(net.loss(x.astype(np.float32), labels))), rel=1e-6)
