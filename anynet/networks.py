@@ -192,7 +192,7 @@ class _AffineStack:
         and libraries disagree on mixed ones (PyTorch refuses a float64 @ float32 product, NumPy widens it)."""
         weights = self.params["W1"]
         x = on_device_of(weights, x)
-        if x.dtype != weights.dtype and same_device(x, weights):
+        if same_device(x, weights) and x.dtype != weights.dtype:  # dtypes of two libraries are not compared
             xp = namespace(x)
             if xp.isdtype(x.dtype, "real floating"):
                 x = xp.astype(x, weights.dtype)

@@ -85,12 +85,13 @@ def run_benchmark(device_name, workloads, repeats, seed, data, with_torch=True):
     # PyTorch on the same hardware: the host, or the same GPU
     torch_device = f"cuda:{where.index}" if where.platform == "cuda" else "cpu"
     if with_torch:
-        try:
-            import torch  # noqa: F401
-
+        # the peer runs where anynet does: a CPU-only PyTorch is no peer for a GPU run
+        peer = "torch:cpu" if torch_device == "cpu" else f"torch:{torch_device}"
+        if peer in anynet.available_devices():
             makers.append(("PyTorch", lambda w, weights: PyTorch(w, data, weights, torch_device)))
-        except ImportError:
-            print("PyTorch is not installed: no PyTorch contender")
+        else:
+            print(f"PyTorch cannot run on {torch_device} here ({peer} is not among anynet.available_devices()): "
+                  "no PyTorch contender")
     rows = []
     for key in workloads:
         w = WORKLOADS[key]

@@ -150,3 +150,15 @@ def test_the_script_runs_from_a_checkout():
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
     assert result.returncode == 0 and "--workloads" in result.stdout, result.stderr
+
+
+def test_pytorch_is_a_contender_only_where_it_can_run_on_the_benchmarked_device(small_data, monkeypatch, capsys):
+    """A CPU-only PyTorch is no peer for a GPU run: left out with the reason, instead of failing on its first move."""
+    import anynet
+
+    monkeypatch.setattr(benchmark, "PAUSE_S", 0.0)
+    monkeypatch.setattr(anynet, "available_devices", lambda: ["cpu", "strict"])  # as if PyTorch had no such device
+    rows = benchmark.run_benchmark("cpu", "c", repeats=1, seed=0, data=small_data)
+    assert {row["contender"] for row in rows} == {"anynet", "book NumPy"}
+    printed = capsys.readouterr().out
+    assert "PyTorch cannot run on cpu here (torch:cpu is not among anynet.available_devices())" in printed
