@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from . import __version__
+from ._libraries import unusable_devices
 from .backend import available_devices, device, library_versions, to_numpy
 from .chunking import chunk_bounds
 
@@ -29,6 +30,11 @@ def _devices(args: argparse.Namespace) -> int:
     print("devices usable here (pass one to --device or anynet.device()):")
     for name in names:
         print(f"  {name}")
+    problems = unusable_devices()
+    if problems:  # installed, yet not in the list above: say why, and how to fix it
+        print("installed but not usable here:")
+        for what, why in problems:
+            print(f"  {what}: {why}")
     auto = device("auto")
     print(f"'auto' picks: {auto.name}")
     if auto.platform != "cuda":  # auto takes a CUDA GPU through CuPy whenever there is one

@@ -6,6 +6,7 @@ import pytest
 
 import anynet
 from anynet import cli
+from anynet._libraries import unusable_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +25,12 @@ def test_version(capsys):
 def test_devices_lists_every_usable_device_and_versions(capsys):
     assert cli.main(["devices"]) == 0
     out = capsys.readouterr().out
-    listed = [line.strip() for line in out.split("devices usable here")[1].splitlines()[1:] if line.startswith("  ")]
+    section = out.split("devices usable here")[1].split("installed but not usable here:\n")
+    listed = [line.strip() for line in section[0].splitlines()[1:] if line.startswith("  ")]
     assert listed == anynet.available_devices()
+    # what is installed but broken, each with its reason (tests/test_libraries.py breaks CuPy and torch's CUDA)
+    problems = [line for line in section[1].splitlines() if line.startswith("  ")] if len(section) > 1 else []
+    assert problems == [f"  {what}: {why}" for what, why in unusable_devices()]
     import numpy
 
     assert f"numpy              {numpy.__version__}" in out

@@ -2,12 +2,13 @@
 through torch with two pretended CUDA devices. What a GPU run would use (names, checks, placement, memory) is
 checked here; tests/test_backend.py covers the adapters of the libraries that run on this machine."""
 
+import importlib.metadata
 import types
 
 import numpy as np
 import pytest
 
-from anynet import backend
+from anynet import backend, cli
 from anynet._libraries import LIBRARIES
 
 
@@ -36,33 +37,90 @@ class FakeCudaDevice:
         FakeCudaDevice.log.append(("synchronize", self.id))
 
 
+class CompileException(Exception):  # noqa: N818 - CuPy's name, which the reason quotes
+    """Stands for cupy.cuda.compiler.CompileException: NVRTC's log (and the kernel's source) as the message."""
+
+
+# What CuPy raises where pip's cupy-cudaXXx came without its [ctk] extra: at the first GEMM (cuBLAS is loaded then),
+# and at the first elementwise kernel (NVRTC compiles it then) without the CUDA headers or without NVRTC itself.
+MISSING = {
+    "cublas": ImportError("libcublas.so.12: cannot open shared object file: No such file or directory"),
+    "headers": CompileException('/tmp/tmpk2x/kern.cu(1): catastrophic error: cannot open source file '
+                                    '"cuda_fp16.h"\n\n1 catastrophic error detected in the compilation of '
+                                    '"/tmp/tmpk2x/kern.cu".\nCompilation terminated.\n'),
+    "nvrtc": RuntimeError("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open shared object "
+                          "file: No such file or directory"),
+}
+
+
 class FakeCupyArray:
-    def __init__(self, host):
-        self.host = np.array(host)
+    """cupy.ndarray: host values on the current device; ``@`` is cuBLAS's GEMM, which may be missing."""
+
+    def __init__(self, host, dtype=None, missing=()):
+        self.host = np.array(host, dtype=dtype)
         self.device = FakeCudaDevice()  # CuPy puts new arrays on the current device
+        self.missing = missing
 
     def get(self):
         return self.host
 
+    def __matmul__(self, other):
+        FakeCudaDevice.log.append(("gemm", FakeCudaDevice.current))
+        if "cublas" in self.missing:
+            raise MISSING["cublas"]
+        product = np.zeros_like(self.host) if "wrong-gemm" in self.missing else self.host @ other.host
+        return FakeCupyArray(product, missing=self.missing)
 
-def _fake_cupy(count):
+
+class FakeElementwiseKernel:
+    """cupy.ElementwiseKernel of one input x and one output y: compiled (here: the operation, which reads the same
+    in Python, evaluated on the host values) at the first call, as CuPy compiles it with NVRTC then."""
+
+    def __init__(self, in_params, out_params, operation, name, missing=()):
+        assert (in_params, out_params) == ("float32 x", "float32 y")
+        self.operation, self.missing = operation, missing
+
+    def __call__(self, x):
+        FakeCudaDevice.log.append(("kernel", FakeCudaDevice.current))
+        for part in ("headers", "nvrtc"):
+            if part in self.missing:
+                raise MISSING[part]
+        values = {"x": x.host}
+        exec(self.operation, {}, values)
+        return FakeCupyArray(values["y"], missing=self.missing)
+
+
+def _fake_cupy(count, missing=(), cuda_version=12080):
+    def runtime_version():
+        if cuda_version is None:
+            raise RuntimeError("cudaErrorUnknown")
+        return cuda_version
+
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: count,
         memGetInfo=lambda: (1000 + FakeCudaDevice.current, 4000),  # free bytes of the current device
         getDeviceProperties=lambda index: {"name": f"Fake GPU {index}".encode()},
+        runtimeGetVersion=runtime_version,
     )
-    return types.SimpleNamespace(__version__="14.0.0-fake", cuda=types.SimpleNamespace(runtime=runtime,
-                                                                                        Device=FakeCudaDevice))
+    cuda = types.SimpleNamespace(runtime=runtime, Device=FakeCudaDevice,
+                                 compiler=types.SimpleNamespace(CompileException=CompileException))
+    return types.SimpleNamespace(
+        __version__="14.0.0-fake", cuda=cuda,
+        asarray=lambda host, dtype=None: FakeCupyArray(host, dtype, missing),
+        ElementwiseKernel=lambda *params: FakeElementwiseKernel(*params, missing=missing),
+    )
 
 
 @pytest.fixture
 def cupy_adapter(monkeypatch):
     adapter = _adapter("cupy")
 
-    def install(count):
-        module = _fake_cupy(count)
+    def install(count, missing=(), cuda_version=12080):
+        module = _fake_cupy(count, missing, cuda_version)
         monkeypatch.setattr(adapter, "import_module", lambda: module)
-        adapter.clear_caches()
+        monkeypatch.setattr(adapter, "namespace", lambda name: types.SimpleNamespace())  # enough for a Device
+        backend._clear_caches()
+        FakeCudaDevice.log.clear()
         return adapter
 
     yield install
@@ -108,26 +166,161 @@ def test_cupy_without_a_gpu_is_unusable_with_the_reason(cupy_adapter):
         backend.device("cuda")
 
 
-def test_torch_adapter_names_and_checks_cuda_devices(monkeypatch):
+GEMM_MISSING = ('CuPy cannot run a cuBLAS GEMM (ImportError: libcublas.so.12: cannot open shared object file: No such '
+                'file or directory): the CUDA libraries are missing; install them with pip install "anynet[cuda12]" '
+                '(brings cupy-cuda12x[ctk]) or the CUDA Toolkit')
+
+
+def test_cupy_is_usable_only_once_a_gemm_and_a_compiled_kernel_ran_on_gpu_0(cupy_adapter):
+    FakeCudaDevice.current = 1  # whatever device is current, the probe works on GPU 0 and leaves the current one
+    try:
+        adapter = cupy_adapter(2)
+        assert adapter.probe() == (True, "")
+        assert FakeCudaDevice.log == [("gemm", 0), ("kernel", 0), ("synchronize", 0)]
+        assert FakeCudaDevice.current == 1
+    finally:
+        FakeCudaDevice.current = 0
+    assert adapter.device_names() == ["cuda:0", "cuda:1"] and backend.device("auto").name == "cuda:0"
+
+
+def test_cupy_without_cublas_is_unusable_with_the_reason_and_the_fix(cupy_adapter):
+    adapter = cupy_adapter(1, missing={"cublas"})
+    assert adapter.probe() == (False, GEMM_MISSING)
+    assert FakeCudaDevice.log == [("gemm", 0)]
+    assert adapter.device_names() == [] and "cuda:0" not in backend.available_devices()
+    assert backend.device("auto").name == "cpu"
+    with pytest.raises(ValueError) as caught:
+        backend.device("cuda:0")
+    assert str(caught.value).startswith(f"device 'cuda:0' is not available on this machine: {GEMM_MISSING}. ")
+    assert adapter.unusable() == [("cupy", GEMM_MISSING)] and adapter.unusable_reason("cuda:0") == GEMM_MISSING
+
+
+NO_HEADERS = ('CompileException: /tmp/tmpk2x/kern.cu(1): catastrophic error: cannot open source file '
+              '"cuda_fp16.h"')
+NO_NVRTC = ("RuntimeError: CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: cannot open shared object "
+            "file: No such file or directory")
+
+
+# The extra to name comes from CuPy's CUDA runtime version, else from the name of the installed wheel, else both.
+@pytest.mark.parametrize("missing, cuda_version, wheels, error, extras", [
+    ("headers", 13000, (), NO_HEADERS, 'pip install "anynet[cuda13]" (brings cupy-cuda13x[ctk])'),
+    ("nvrtc", 12080, ("cupy-cuda13x",), NO_NVRTC, 'pip install "anynet[cuda12]" (brings cupy-cuda12x[ctk])'),
+    ("nvrtc", None, ("cupy-cuda13x",), NO_NVRTC, 'pip install "anynet[cuda13]" (brings cupy-cuda13x[ctk])'),
+    ("nvrtc", None, (), NO_NVRTC,
+     'pip install "anynet[cuda12]" (CUDA 12) or "anynet[cuda13]" (CUDA 13), which bring CuPy with its CUDA '
+     'libraries,'),
+])
+def test_cupy_that_cannot_compile_a_kernel_is_unusable_with_the_reason_and_the_fix(cupy_adapter, monkeypatch, missing,
+                                                                                   cuda_version, wheels, error,
+                                                                                   extras):
+    def version(distribution):
+        if distribution not in wheels:
+            raise importlib.metadata.PackageNotFoundError(distribution)
+        return "14.0.0"
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    adapter = cupy_adapter(1, missing={missing}, cuda_version=cuda_version)
+    assert adapter.probe() == (False, f"CuPy cannot compile a CUDA kernel ({error}): NVRTC or the CUDA headers are "
+                                      f"missing; install them with {extras} or the CUDA Toolkit")
+    assert FakeCudaDevice.log == [("gemm", 0), ("kernel", 0)]
+    assert "cuda:0" not in backend.available_devices() and backend.device("auto").name == "cpu"
+
+
+def test_cupy_whose_gemm_gives_wrong_values_is_unusable(cupy_adapter):
+    adapter = cupy_adapter(1, missing={"wrong-gemm"})
+    assert adapter.probe() == (False, "CuPy's cuBLAS GEMM gave [[0.0, 0.0], [0.0, 0.0]] instead of "
+                                      "[[7.0, 10.0], [15.0, 22.0]]")
+
+
+def _devices_output(capsys):
+    assert cli.main(["devices"]) == 0
+    return capsys.readouterr().out
+
+
+def test_anynet_devices_says_why_an_installed_cupy_is_not_usable_and_how_to_fix_it(cupy_adapter, capsys):
+    cupy_adapter(1, missing={"cublas"})
+    out = _devices_output(capsys)
+    usable = out.split("devices usable here (pass one to --device or anynet.device()):\n")[1].split("installed but")[0]
+    assert "cuda" not in usable and "  cpu\n" in usable
+    assert f"installed but not usable here:\n  cupy: {GEMM_MISSING}\n'auto' picks: cpu\n" in out
+    assert "  cupy               14.0.0-fake\n" in out
+
+    cupy_adapter(1)
+    out = _devices_output(capsys)
+    assert "installed but not usable" not in out and "  cuda:0\n" in out and "'auto' picks: cuda:0\n" in out
+
+
+@pytest.fixture
+def torch_cuda(monkeypatch):
+    """torch with two pretended CUDA devices; with ``works``, what it runs on "cuda" runs on the CPU instead, else
+    this CPU-only build fails as it does ("Torch not compiled with CUDA enabled")."""
     torch = pytest.importorskip("torch")
     adapter = _adapter("torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
-    adapter.clear_caches()
-    try:
-        assert adapter.device_names() == ["torch:cuda:0", "torch:cuda:1", "torch:cpu"]
-        assert [adapter.canonical(s) for s in ("torch", "torch:cuda", "TORCH:CUDA:1", "cuda")] == \
-            ["torch:cpu", "torch:cuda:0", "torch:cuda:1", None]
-        assert adapter.check("torch:cuda:1", "torch:cuda:1") is None
-        assert adapter.check("torch:cuda:2", "torch:cuda:2") == "there are 2 CUDA device(s), numbered 0 to 1"
-        assert adapter.native("torch:cuda:1") == torch.device("cuda", 1)
-        assert (adapter.platform("torch:cuda:1"), adapter.index("torch:cuda:1")) == ("cuda", 1)
-        assert (adapter.platform("torch:cpu"), adapter.index("torch:cpu")) == ("cpu", None)
-        # a tensor on "cuda" without an index lives on the current device
-        on_current = types.SimpleNamespace(device=torch.device("cuda"))
-        assert adapter.device_name(on_current) == "torch:cuda:1"
-        assert adapter.free_memory(torch.device("cpu")) is None and adapter.hardware(torch.device("cpu")) is None
-    finally:
-        monkeypatch.undo()
+    ran = []
+
+    def install(works=True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+        monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+        if works:
+            real_tensor = torch.tensor
+
+            def tensor(data, dtype=None, device=None):
+                ran.append(("tensor", str(device)))
+                return real_tensor(data, dtype=dtype)
+
+            monkeypatch.setattr(torch, "tensor", tensor)
+            monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: ran.append(("synchronize", str(device))))
         backend._clear_caches()
+        return torch, adapter, ran
+
+    yield install
+    monkeypatch.undo()
+    backend._clear_caches()
+
+
+def test_torch_adapter_names_and_checks_cuda_devices(torch_cuda):
+    torch, adapter, ran = torch_cuda()
+    assert adapter.device_names() == ["torch:cuda:0", "torch:cuda:1", "torch:cpu"]
+    assert ran == [("tensor", "cuda:0"), ("synchronize", "cuda:0")]  # the matmul ran on cuda:0, once
+    assert adapter.device_names() == ["torch:cuda:0", "torch:cuda:1", "torch:cpu"] and len(ran) == 2
+    assert [adapter.canonical(s) for s in ("torch", "torch:cuda", "TORCH:CUDA:1", "cuda")] == \
+        ["torch:cpu", "torch:cuda:0", "torch:cuda:1", None]
+    assert adapter.check("torch:cuda:1", "torch:cuda:1") is None
+    assert adapter.check("torch:cuda:2", "torch:cuda:2") == "there are 2 CUDA device(s), numbered 0 to 1"
+    assert adapter.native("torch:cuda:1") == torch.device("cuda", 1)
+    assert (adapter.platform("torch:cuda:1"), adapter.index("torch:cuda:1")) == ("cuda", 1)
+    assert (adapter.platform("torch:cpu"), adapter.index("torch:cpu")) == ("cpu", None)
+    # a tensor on "cuda" without an index lives on the current device
+    on_current = types.SimpleNamespace(device=torch.device("cuda"))
+    assert adapter.device_name(on_current) == "torch:cuda:1"
+    assert adapter.free_memory(torch.device("cpu")) is None and adapter.hardware(torch.device("cpu")) is None
+    assert adapter.unusable() == [] and adapter.unusable_reason("torch:cuda:0") is None
+
+
+TORCH_MATMUL_FAILS = ("PyTorch cannot run a matmul on torch:cuda:0 (AssertionError: Torch not compiled with CUDA "
+                      "enabled): install a PyTorch build for a CUDA version your NVIDIA driver supports (see "
+                      "pytorch.org)")
+
+
+def test_torch_whose_cuda_cannot_run_a_matmul_keeps_only_the_cpu(torch_cuda, capsys):
+    torch, adapter, _ = torch_cuda(works=False)
+    assert adapter.probe() == (True, "") and adapter.device_names() == ["torch:cpu"]
+    assert adapter.check("torch:cuda:0", "torch:cuda:0") == TORCH_MATMUL_FAILS
+    assert adapter.unusable_reason("torch:cuda:0") == TORCH_MATMUL_FAILS
+    assert adapter.unusable_reason("torch:cpu") is None
+    assert adapter.unusable() == [("torch:cuda", TORCH_MATMUL_FAILS)]
+    with pytest.raises(ValueError, match="device 'torch:cuda' is not available on this machine: PyTorch cannot run"):
+        backend.device("torch:cuda")
+    assert f"installed but not usable here:\n  torch:cuda: {TORCH_MATMUL_FAILS}\n" in _devices_output(capsys)
+
+
+def test_a_cpu_only_torch_build_expects_no_cuda_device():
+    torch = pytest.importorskip("torch")
+    if torch.backends.cuda.is_built():
+        pytest.skip("this torch is a CUDA build")
+    adapter = _adapter("torch")
+    assert adapter.unusable_reason("torch:cuda:0") is None and adapter.unusable() == []
+    assert adapter.check("torch:cuda:0", "torch:cuda:0") == ("this PyTorch build has no CUDA support (see pytorch.org "
+                                                            "for a CUDA build)")

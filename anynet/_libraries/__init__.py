@@ -16,8 +16,8 @@ import array_api_compat
 
 from ._base import Library
 
-__all__ = ["LIBRARIES", "Library", "SPEC_FORMS", "resolve_spec", "available_devices", "library_versions",
-           "library_of"]
+__all__ = ["LIBRARIES", "Library", "SPEC_FORMS", "resolve_spec", "available_devices", "unusable_devices",
+           "library_versions", "library_of"]
 
 
 def _discover() -> tuple[Library, ...]:
@@ -47,6 +47,12 @@ SPEC_FORMS = ", ".join([form for library in LIBRARIES for form in library.spec_f
 def available_devices() -> list[str]:
     """The device names usable on this machine, in the order "auto" would prefer the CUDA ones."""
     return [name for library in LIBRARIES for name in library.device_names()]
+
+
+def unusable_devices() -> list[tuple[str, str]]:
+    """(what, why) for each library, or part of one (torch:cuda), installed here but not usable: a broken install
+    shows with its reason and fix, where a library that is not installed at all is just absent."""
+    return [problem for library in LIBRARIES for problem in library.unusable()]
 
 
 def _parse(spec: str) -> tuple[Library, str]:

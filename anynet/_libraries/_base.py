@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 from types import ModuleType
 from typing import Any
 
@@ -12,6 +13,15 @@ import numpy
 
 DTYPE_NAMES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32",
                "float64", "complex64", "complex128")
+
+
+def describe_error(error: BaseException) -> str:
+    """"ImportError: libcublas.so.12: cannot open ..." for an error: its type and the first line of its message,
+    shortened (a CuPy compile error carries the whole compiler log and kernel source)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def dtype_name(dtype: Any) -> str:
@@ -69,6 +79,39 @@ class Library:
         except Exception as error:
             return False, f"{self.module_name} cannot be imported ({type(error).__name__}: {error})"
         return True, ""
+
+    def installed(self) -> bool:
+        """Whether the library is installed here, working or not (it imports, or Python finds it)."""
+        try:
+            self.import_module()
+            return True
+        except Exception:
+            try:
+                return importlib.util.find_spec(self.module_name) is not None
+            except ValueError:  # already in sys.modules, without a spec: it is there
+                return True
+
+    def unusable_reason(self, name: str) -> str | None:
+        """Why device ``name`` of this library cannot be used although the library is installed here (the probe's
+        reason, or the device check's), or None: when it can be used, or when what it needs is not installed at
+        all (nothing is wrong then, it is simply absent)."""
+        if not self.installed():
+            return None
+        usable, why = self.probe()
+        if not usable:
+            return why
+        try:
+            return self.check(name, name)
+        except ValueError as error:
+            return str(error)
+
+    def unusable(self) -> list[tuple[str, str]]:
+        """(what, why) for each part of this library that is installed here but cannot be used, the why saying how
+        to fix it where the adapter knows; empty when everything installed works."""
+        if not self.installed():
+            return []
+        usable, why = self.probe()
+        return [] if usable else [(self.key, why)]
 
     def device_names(self) -> list[str]:
         """The canonical names of this library's devices usable here (cached; empty if the library is not)."""

@@ -7,7 +7,11 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ._base import Library
+from ._base import Library, describe_error
+
+# What the CUDA probe squares on torch:cuda:0, and the square it must get.
+_PROBE_MATRIX = [[1.0, 2.0], [3.0, 4.0]]
+_PROBE_SQUARE = [[7.0, 10.0], [15.0, 22.0]]
 
 
 class Torch(Library):
@@ -17,18 +21,74 @@ class Torch(Library):
     spec_forms = ("'torch:cpu'", "'torch:cuda'", "'torch:cuda:N'")
     install_hint = "install PyTorch, with CUDA support for torch:cuda (see pytorch.org for the command)"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._cuda: tuple[int, str] | None = None
+
     def owns(self, x: Any) -> bool:
         return bool(array_api_compat.is_torch_array(x))
 
-    def _cuda_count(self) -> int:
+    def cuda_built(self) -> bool:
+        """Whether this PyTorch has CUDA support compiled in (a CPU-only wheel has no torch:cuda devices to offer)."""
+        try:
+            return bool(self.import_module().backends.cuda.is_built())
+        except Exception:
+            return False
+
+    def _cuda_devices(self) -> tuple[int, str]:
+        """(the number of usable CUDA devices, why there are none): cached, never raises."""
+        if self._cuda is None:
+            try:
+                self._cuda = self._find_cuda()
+            except Exception as error:
+                self._cuda = (0, f"PyTorch cannot use CUDA ({describe_error(error)})")
+        return self._cuda
+
+    def _find_cuda(self) -> tuple[int, str]:
         torch = self.import_module()
         try:
-            return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
-        except Exception:
-            return 0
+            count = int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+        except Exception as error:
+            return 0, f"PyTorch cannot reach the CUDA driver ({describe_error(error)})"
+        if count == 0:
+            if not self.cuda_built():
+                return 0, "this PyTorch build has no CUDA support (see pytorch.org for a CUDA build)"
+            return 0, "this PyTorch build sees no CUDA device"
+        why = self._run_matmul(torch, torch.device("cuda", 0))
+        return (0, why) if why else (count, "")
+
+    def _run_matmul(self, torch: Any, where: Any) -> str:
+        """"" when a float32 matmul (cuBLAS's SGEMM) runs on ``where`` and gives the right values, else why not: a
+        driver too old for the wheel's CUDA, or a GPU the wheel has no kernels for, passes the device count and
+        fails at the first real work."""
+        try:
+            matrix = torch.tensor(_PROBE_MATRIX, dtype=torch.float32, device=where)
+            square = (matrix @ matrix).cpu().tolist()
+            self.synchronize(where)
+        except Exception as error:
+            return (f"PyTorch cannot run a matmul on torch:{where} ({describe_error(error)}): install a PyTorch "
+                    "build for a CUDA version your NVIDIA driver supports (see pytorch.org)")
+        if square != _PROBE_SQUARE:
+            return f"PyTorch's matmul on torch:{where} gave {square} instead of {_PROBE_SQUARE}"
+        return ""
+
+    def clear_caches(self) -> None:
+        super().clear_caches()
+        self._cuda = None
 
     def _device_names(self) -> list[str]:
-        return [f"torch:cuda:{i}" for i in range(self._cuda_count())] + ["torch:cpu"]
+        return [f"torch:cuda:{i}" for i in range(self._cuda_devices()[0])] + ["torch:cpu"]
+
+    def unusable_reason(self, name: str) -> str | None:
+        if self.platform(name) == "cuda" and not self.cuda_built():
+            return None  # a CPU-only build: torch:cuda is absent, not broken
+        return super().unusable_reason(name)
+
+    def unusable(self) -> list[tuple[str, str]]:
+        problems = super().unusable()
+        if not problems and self.cuda_built() and self._cuda_devices()[0] == 0:
+            problems.append(("torch:cuda", self._cuda_devices()[1]))
+        return problems
 
     def canonical(self, text: str) -> str | None:
         lowered = text.lower()
@@ -43,7 +103,7 @@ class Torch(Library):
         if self.platform(name) != "cuda":
             return None
         count = sum(self.platform(n) == "cuda" for n in self.device_names())
-        return self._gpu_index_problem(name, count, "this PyTorch build sees no CUDA device")
+        return self._gpu_index_problem(name, count, self._cuda_devices()[1])
 
     def native(self, name: str) -> Any:
         return self.import_module().device(name.removeprefix("torch:"))
