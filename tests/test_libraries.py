@@ -90,6 +90,13 @@ class FakeElementwiseKernel:
         return FakeCupyArray(values["y"], missing=self.missing)
 
 
+class FakeMemoryPool:
+    """cupy.get_default_memory_pool(): the bytes it holds cached but unused, of the current device."""
+
+    def free_bytes(self):
+        return 500 + 10 * FakeCudaDevice.current
+
+
 def _fake_cupy(count, missing=(), cuda_version=12080):
     def runtime_version():
         if cuda_version is None:
@@ -108,6 +115,7 @@ def _fake_cupy(count, missing=(), cuda_version=12080):
         __version__="14.0.0-fake", cuda=cuda,
         asarray=lambda host, dtype=None: FakeCupyArray(host, dtype, missing),
         ElementwiseKernel=lambda *params: FakeElementwiseKernel(*params, missing=missing),
+        get_default_memory_pool=FakeMemoryPool,
     )
 
 
@@ -150,7 +158,9 @@ def test_cupy_adapter_places_arrays_and_asks_memory_of_the_right_gpu(cupy_adapte
     assert moved.device.id == 1 and FakeCudaDevice.current == 0  # made on GPU 1, the current device restored
     assert adapter.device_key(moved) == 1 and adapter.device_name(moved) == "cuda:1"
     assert adapter.to_host(moved).tolist() == [0, 1, 2]
-    assert adapter.free_memory(native) == 1001 and adapter.free_memory(adapter.native("cuda:0")) == 1000
+    # the driver's free bytes plus what the device's pool holds cached (the driver counts that as used)
+    assert adapter.free_memory(native) == 1001 + 510 and adapter.free_memory(adapter.native("cuda:0")) == 1000 + 500
+    assert FakeCudaDevice.current == 0
     assert adapter.hardware(native) == "Fake GPU 1"
     FakeCudaDevice.log.clear()
     adapter.synchronize(native)
@@ -314,6 +324,21 @@ def test_torch_whose_cuda_cannot_run_a_matmul_keeps_only_the_cpu(torch_cuda, cap
     with pytest.raises(ValueError, match="device 'torch:cuda' is not available on this machine: PyTorch cannot run"):
         backend.device("torch:cuda")
     assert f"installed but not usable here:\n  torch:cuda: {TORCH_MATMUL_FAILS}\n" in _devices_output(capsys)
+
+
+def test_torch_free_memory_counts_the_allocators_cached_blocks_as_free(torch_cuda, monkeypatch):
+    torch, adapter, _ = torch_cuda()
+    asked = []
+
+    def per_device(value):
+        return lambda device: asked.append(device) or value(device.index)
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", per_device(lambda i: (1000 + i, 8000)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", per_device(lambda i: 700 + i))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", per_device(lambda i: 200))
+    # the driver's 1001 free bytes and the 501 the caching allocator holds reserved but unallocated
+    assert adapter.free_memory(torch.device("cuda", 1)) == 1001 + 501
+    assert asked == [torch.device("cuda", 1)] * 3
 
 
 def test_a_cpu_only_torch_build_expects_no_cuda_device():

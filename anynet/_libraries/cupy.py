@@ -143,8 +143,12 @@ class CuPy(Library):
         return native  # cupy.cuda.Device is a (re-entrant) context manager that makes it the current device
 
     def free_memory(self, native: Any) -> int | None:
-        with native:
-            return int(self.import_module().cuda.runtime.memGetInfo()[0])
+        cupy = self.import_module()
+        with native:  # both the driver's count and the memory pool's are of the current device
+            free = int(cupy.cuda.runtime.memGetInfo()[0])
+            # Blocks CuPy's pool keeps after arrays are freed are "used" for the driver, yet free for new arrays.
+            cached = int(cupy.get_default_memory_pool().free_bytes())
+        return free + cached
 
     def synchronize(self, native: Any) -> None:
         native.synchronize()

@@ -127,7 +127,12 @@ class Torch(Library):
     def free_memory(self, native: Any) -> int | None:
         if native.type != "cuda":
             return None
-        return int(self.import_module().cuda.mem_get_info(native)[0])
+        cuda = self.import_module().cuda
+        free = int(cuda.mem_get_info(native)[0])
+        # Blocks PyTorch's caching allocator keeps after tensors are freed are "used" for the driver, yet free for
+        # new tensors.
+        cached = int(cuda.memory_reserved(native)) - int(cuda.memory_allocated(native))
+        return free + max(cached, 0)
 
     def synchronize(self, native: Any) -> None:
         if native.type == "cuda":
