@@ -349,3 +349,18 @@ def test_a_cpu_only_torch_build_expects_no_cuda_device():
     assert adapter.unusable_reason("torch:cuda:0") is None and adapter.unusable() == []
     assert adapter.check("torch:cuda:0", "torch:cuda:0") == ("this PyTorch build has no CUDA support (see pytorch.org "
                                                             "for a CUDA build)")
+
+
+def test_the_cuda_extras_bring_cupy_with_its_cuda_libraries_as_the_hints_say(cupy_adapter):
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    # 14.0 is the first CuPy whose cupy-cuda12x / cupy-cuda13x wheels declare the ctk extra
+    assert (extras["cuda12"], extras["cuda13"]) == (["cupy-cuda12x[ctk]>=14.0"], ["cupy-cuda13x[ctk]>=14.0"])
+    for major in (12, 13):
+        adapter = cupy_adapter(1, missing={"cublas"}, cuda_version=major * 1000)
+        assert f'pip install "anynet[cuda{major}]" (brings {extras[f"cuda{major}"][0].split(">=")[0]})' in \
+            adapter.probe()[1]
+        assert f'"anynet[cuda{major}]"' in adapter.install_hint
