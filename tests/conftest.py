@@ -1,6 +1,8 @@
 """The one device fixture: each test that takes ``device`` runs once per device of the matrix usable here.
 
-Select a subset with ANYNET_DEVICES, e.g. ``ANYNET_DEVICES=cpu,strict:device1 python -m pytest``.
+Select a subset with ANYNET_DEVICES, e.g. ``ANYNET_DEVICES=cpu,strict:device1 python -m pytest``. A device of the
+matrix whose library is installed but cannot run (CuPy without its CUDA libraries) is skipped with the reason, which
+``-ra`` shows; one whose library is not installed is not in the run.
 Tests that need float64 take ``device64`` (the devices that have it) or parametrize ``device, dtype`` over
 ``DEVICE_DTYPES`` (each device with float32, and with float64 where it has it): no test skips itself for lack of it.
 """
@@ -8,7 +10,7 @@ Tests that need float64 take ``device64`` (the devices that have it) or parametr
 import pytest
 
 import anynet
-from tests.helpers import _SELECTION_ERROR, DEVICE_NAMES, DEVICE_NAMES_64
+from tests.helpers import _SELECTION_ERROR, DEVICE_NAMES, DEVICE_PARAMS, DEVICE_PARAMS_64, UNUSABLE_DEVICES
 
 
 def pytest_configure(config):
@@ -17,15 +19,17 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
-    return f"anynet devices under test: {', '.join(DEVICE_NAMES)} (choose with ANYNET_DEVICES=a,b)"
+    lines = [f"anynet devices under test: {', '.join(DEVICE_NAMES)} (choose with ANYNET_DEVICES=a,b)"]
+    lines += [f"anynet device skipped (installed, not usable): {name}: {why}" for name, why in UNUSABLE_DEVICES.items()]
+    return lines
 
 
-@pytest.fixture(params=DEVICE_NAMES, scope="session")
+@pytest.fixture(params=DEVICE_PARAMS, scope="session")
 def device(request):
     return anynet.device(request.param)
 
 
-@pytest.fixture(params=DEVICE_NAMES_64, scope="session")
+@pytest.fixture(params=DEVICE_PARAMS_64, scope="session")
 def device64(request):
     """A device of the matrix that has float64 (gradient checks need it)."""
     return anynet.device(request.param)

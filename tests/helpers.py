@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import anynet
+from anynet._libraries import LIBRARIES
 from anynet.backend import available_devices, namespace, to_numpy
 
 # The suite's device matrix, in order: NumPy always; array-api-strict on its default device, on device1 (which
@@ -19,27 +20,66 @@ from anynet.backend import available_devices, namespace, to_numpy
 DEVICE_MATRIX = ("cpu", "strict", "strict:device1", "strict:no_float64", "torch:cpu", "cuda:0", "torch:cuda:0")
 
 
-def device_names_under_test() -> list[str]:
-    """The matrix entries usable here, or the comma-separated subset in ANYNET_DEVICES (ValueError if unusable)."""
+def matrix_entries(matrix, libraries, usable) -> list[tuple[str, str, str | None]]:
+    """(name, library key, why it cannot run or None) for each entry of ``matrix`` the suite takes up: the usable
+    ones, and those whose library is installed but cannot run them (the adapter's reason: a CuPy without its CUDA
+    libraries), so that a broken install shows as skipped tests instead of vanishing from the run. An entry whose
+    library (for torch:cuda, a CUDA build of torch) is not installed at all is left out."""
+    entries = []
+    for name in matrix:
+        library = next((library for library in libraries if library.canonical(name) == name), None)
+        if library is None:
+            continue
+        if name in usable:
+            entries.append((name, library.key, None))
+        else:
+            why = library.unusable_reason(name)
+            if why:
+                entries.append((name, library.key, why))
+    return entries
+
+
+def devices_under_test() -> list[tuple[str, str, str | None]]:
+    """The matrix's entries (see matrix_entries), or the comma-separated devices in ANYNET_DEVICES, which must all be
+    usable (ValueError otherwise: naming a device asks for it to be tested)."""
     chosen = os.environ.get("ANYNET_DEVICES", "").strip()
     if chosen:
-        return [anynet.device(name).name for name in chosen.split(",") if name.strip()]
-    usable = available_devices()
-    return [name for name in DEVICE_MATRIX if name in usable]
+        return [(where.name, where.library, None) for where in (anynet.device(name) for name in chosen.split(",")
+                                                               if name.strip())]
+    return matrix_entries(DEVICE_MATRIX, LIBRARIES, available_devices())
+
+
+def _skipped(name: str, why: str, *values, id: str | None = None):
+    """A parameter set for device ``name``, which cannot run here, skipped with the reason."""
+    return pytest.param(name, *values, id=id, marks=pytest.mark.skip(reason=f"{name}: {why}"))
 
 
 try:
-    DEVICE_NAMES = device_names_under_test()
+    _ENTRIES = devices_under_test()
     _SELECTION_ERROR = None
 except ValueError as error:
-    DEVICE_NAMES, _SELECTION_ERROR = [], error
+    _ENTRIES, _SELECTION_ERROR = [], error
+# The devices under test that run here, as names; and those that are installed but cannot run, with the reason.
+DEVICE_NAMES = [name for name, _, why in _ENTRIES if why is None]
+UNUSABLE_DEVICES = {name: why for name, _, why in _ENTRIES if why is not None}
 DEVICE_NAMES_64 = [name for name in DEVICE_NAMES if anynet.device(name).supports_float64]
-# The libraries with a fused fast path (NumPy on the host, CuPy on a GPU), and the devices under test that have one.
+# Parametrize lists (the device fixtures'): the names above, the unusable devices as skipped parameter sets. Whether
+# an unusable device has float64 cannot be asked; it is skipped in device64's list too.
+DEVICE_PARAMS = [name if why is None else _skipped(name, why) for name, _, why in _ENTRIES]
+DEVICE_PARAMS_64 = [name if why is None else _skipped(name, why) for name, _, why in _ENTRIES
+                    if why is not None or name in DEVICE_NAMES_64]
+# The libraries with a fused fast path (NumPy on the host, CuPy on a GPU), and the devices under test that have one:
+# as names, and as a parametrize list with the unusable ones skipped.
 FAST_LIBRARIES = ("numpy", "cupy")
 FAST_DEVICES = [name for name in DEVICE_NAMES if anynet.device(name).library in FAST_LIBRARIES]
-# For tests parametrized by (device, dtype) with indirect=["device"]: float64 only where the device has it.
-DEVICE_DTYPES = [pytest.param(name, dtype, id=f"{name}-{dtype}") for name in DEVICE_NAMES
-                 for dtype in ("float32", "float64") if dtype == "float32" or name in DEVICE_NAMES_64]
+FAST_DEVICE_PARAMS = [name if why is None else _skipped(name, why) for name, library, why in _ENTRIES
+                      if library in FAST_LIBRARIES]
+# For tests parametrized by (device, dtype) with indirect=["device"]: float64 only where the device has it; an
+# unusable device once, skipped.
+DEVICE_DTYPES = [pytest.param(name, dtype, id=f"{name}-{dtype}") if why is None else
+                 _skipped(name, why, dtype, id=f"{name}-{dtype}")
+                 for name, _, why in _ENTRIES for dtype in ("float32", "float64")
+                 if dtype == "float32" or name in DEVICE_NAMES_64]
 
 
 def assert_close(actual, expected, *, device, dtype=None, rtol=1e-6, atol=0.0):

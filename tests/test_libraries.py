@@ -3,13 +3,18 @@ through torch with two pretended CUDA devices. What a GPU run would use (names, 
 checked here; tests/test_backend.py covers the adapters of the libraries that run on this machine."""
 
 import importlib.metadata
+import os
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from anynet import backend, cli
 from anynet._libraries import LIBRARIES
+from tests.helpers import matrix_entries
 
 
 def _adapter(key):
@@ -351,10 +356,98 @@ def test_a_cpu_only_torch_build_expects_no_cuda_device():
                                                             "for a CUDA build)")
 
 
+# -- the suite's device matrix: a broken install shows as skipped, an absent one is left out ------------------------
+
+class FakeLibrary:
+    def __init__(self, key, names, why=None):
+        self.key, self.names, self.why = key, names, why
+
+    def canonical(self, text):
+        return text if text in self.names else None
+
+    def unusable_reason(self, name):
+        return self.why
+
+
+def test_matrix_skips_the_devices_of_broken_libraries_and_leaves_out_absent_ones():
+    libraries = [FakeLibrary("numpy", ["cpu"]), FakeLibrary("cupy", ["cuda:0"], "CuPy cannot run a cuBLAS GEMM"),
+                 FakeLibrary("torch", ["torch:cpu", "torch:cuda:0"]), FakeLibrary("jax", ["jax:gpu"])]
+    matrix = ("cpu", "torch:cpu", "cuda:0", "torch:cuda:0", "jax:gpu", "tpu")
+    assert matrix_entries(matrix, libraries, ["cpu", "torch:cpu"]) == [
+        ("cpu", "numpy", None), ("torch:cpu", "torch", None), ("cuda:0", "cupy", "CuPy cannot run a cuBLAS GEMM")]
+
+
+# A cupy package as pip's cupy-cuda12x without [ctk] behaves on a machine with a GPU: it imports, counts one device,
+# and cannot load cuBLAS at the first GEMM.
+BROKEN_CUPY = """
+import types
+
+__version__ = "14.0.0-broken"
+
+
+class ndarray:
+    def __matmul__(self, other):
+        raise ImportError("libcublas.so.12: cannot open shared object file: No such file or directory")
+
+
+class Device:
+    def __init__(self, index=0):
+        self.id = index
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def asarray(host, dtype=None):
+    return ndarray()
+
+
+cuda = types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,
+                                                                            runtimeGetVersion=lambda: 12080))
+"""
+
+
+def test_the_suite_shows_a_broken_cupy_as_skipped_tests_with_the_reason(tmp_path):
+    (tmp_path / "cupy").mkdir()
+    (tmp_path / "cupy" / "__init__.py").write_text(BROKEN_CUPY)
+    env = {key: value for key, value in os.environ.items() if key != "ANYNET_DEVICES"}
+    env["PYTHONPATH"] = str(tmp_path)
+    command = [sys.executable, "-m", "pytest", "tests/test_functions.py", "-k", "sigmoid_seed or sigmoid_tails", "-v",
+               "-rs", "-p", "no:cacheprovider"]
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"anynet device skipped (installed, not usable): cuda:0: {GEMM_MISSING}" in done.stdout
+    # through the device fixture, and through DEVICE_DTYPES; each with the reason in the -rs summary
+    for test in ("test_sigmoid_seed_values[cuda:0]", "test_sigmoid_tails_are_exact_and_silent[cuda:0-float32]"):
+        assert f"{test} SKIPPED" in done.stdout
+    summary = done.stdout.split("short test summary info")[1]
+    assert summary.count(f": cuda:0: {GEMM_MISSING}\n") == 2 and "2 skipped" in summary
+    assert "test_sigmoid_seed_values[cpu] PASSED" in done.stdout
+    # naming it still asks for it: a usage error with the reason, not a skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=root, env={**env, "ANYNET_DEVICES": "cuda:0"},
+                          timeout=300)
+    assert done.returncode == 4 and GEMM_MISSING in done.stderr, done.stdout + done.stderr
+
+
+def test_matrix_with_the_real_adapters_skips_a_cupy_without_cublas(cupy_adapter):
+    cupy_adapter(1, missing={"cublas"})
+    entries = matrix_entries(("cpu", "cuda:0", "torch:cuda:0"), LIBRARIES, backend.available_devices())
+    expected = [("cpu", "numpy", None), ("cuda:0", "cupy", GEMM_MISSING)]
+    torch = _adapter("torch")
+    if torch.installed() and torch.cuda_built() and "torch:cuda:0" not in backend.available_devices():
+        expected.append(("torch:cuda:0", "torch", torch.unusable_reason("torch:cuda:0")))
+    assert entries == expected
+    cupy_adapter(1)
+    assert matrix_entries(("cpu", "cuda:0"), LIBRARIES, backend.available_devices()) == [
+        ("cpu", "numpy", None), ("cuda:0", "cupy", None)]
+
+
 def test_the_cuda_extras_bring_cupy_with_its_cuda_libraries_as_the_hints_say(cupy_adapter):
     tomllib = pytest.importorskip("tomllib")
-    from pathlib import Path
-
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
     # 14.0 is the first CuPy whose cupy-cuda12x / cupy-cuda13x wheels declare the ctk extra
