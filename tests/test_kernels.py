@@ -12,6 +12,7 @@ from anynet.backend import to_numpy
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import OPTIMIZERS, Nesterov, make_optimizer
 from tests.helpers import (
+    FAST_DEVICE_PARAMS,
     FAST_DEVICES,
     SETTINGS,
     assert_same_params,
@@ -57,7 +58,7 @@ def _fused_step(net, optimizer):
     return checked
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("decay", [0.0, 0.05])
@@ -78,7 +79,7 @@ def test_fused_steps_equal_the_generic_path(device_name, optimizer, activation, 
     _assert_same_accuracy(fast_net, slow_net, x, t)
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_weight_decay_changed_after_the_step_was_made_is_used(device_name, optimizer):
     """The fused step reads the network's weight_decay_lambda on every step, as the generic path does."""
@@ -98,7 +99,7 @@ def test_a_weight_decay_changed_after_the_step_was_made_is_used(device_name, opt
     assert_same_params(fast_net, slow_net)
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize("targets", ["labels", "one-hot"])
 def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
@@ -120,7 +121,7 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
                                                                                  seed=6).params["W1"]))
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("label_dtype", ["uint8", "int8", "int16", "int32", "int64"])
 def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
     """Labels as read from IDX files are uint8: positions computed from them must not wrap around."""
@@ -137,7 +138,7 @@ def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):
     assert_same_params(fast_net, slow_net)
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 def test_fused_step_in_float64_and_without_indices(device_name):
     where = anynet.device(device_name)
     (fast_net, slow_net), (fast_opt, slow_opt) = _pair(where, "sigmoid", 0.0, "adam", dtype="float64")
@@ -151,7 +152,7 @@ def test_fused_step_in_float64_and_without_indices(device_name):
     assert_same_params(fast_net, slow_net, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device_name):
     """load_params, a resumed optimizer, or generic updates in between: the fused step must see them all."""
     where = anynet.device(device_name)
@@ -172,7 +173,7 @@ def test_fused_step_follows_parameters_and_state_replaced_behind_its_back(device
     assert_same_params(fast_net, slow_net)
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 def test_fast_predictions_equal_the_generic_ones(device_name, activation):
     where = anynet.device(device_name)
@@ -199,7 +200,7 @@ class _SubclassedNesterov(Nesterov):
     """A subclass may change the formula: no fast path may take it for its parent's."""
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 def test_no_fast_path_for_other_optimizers_or_activations(device_name):
     net = MultiLayerNet(20, [8], 5, device=device_name, seed=0)
     assert net.fused_step(_SubclassedNesterov()) is None
@@ -243,7 +244,7 @@ def test_kernels_import_nothing_above_them():
         assert not upward, f"{path.name} imports {sorted(upward)}"
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 def test_float32_stays_float32(device_name):
     where = anynet.device(device_name)
     net = MultiLayerNet(20, [16], 5, device=where, seed=0)
@@ -275,7 +276,7 @@ def test_fused_step_computes_float64_device_data_in_the_networks_float32(device_
     assert fast_net.params["W1"].dtype == where.xp.float32
 
 
-@pytest.mark.parametrize("device_name", FAST_DEVICES)
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("bad, shown", [(5, "from 0 to 5"), (-1, "from -1 to 4")])
 def test_fused_step_refuses_labels_out_of_range_and_changes_nothing(device_name, bad, shown):
     """Direct use of the fused step (the Trainer checks its data itself): -1 would silently be the last class."""

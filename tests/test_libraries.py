@@ -457,3 +457,12 @@ def test_the_cuda_extras_bring_cupy_with_its_cuda_libraries_as_the_hints_say(cup
         assert f'pip install "anynet[cuda{major}]" (brings {extras[f"cuda{major}"][0].split(">=")[0]})' in \
             adapter.probe()[1]
         assert f'"anynet[cuda{major}]"' in adapter.install_hint
+
+
+def test_a_reason_with_its_own_fix_is_not_followed_by_the_generic_hint(cupy_adapter, monkeypatch):
+    adapter = cupy_adapter(1)
+    monkeypatch.setattr(adapter, "_probed", (False, GEMM_MISSING))
+    with pytest.raises(ValueError) as raised:
+        backend.device("cuda")
+    assert str(raised.value).count('pip install "anynet[cuda12]"') == 1
+    assert GEMM_MISSING in str(raised.value)

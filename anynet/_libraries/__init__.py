@@ -76,7 +76,8 @@ def resolve_spec(spec: str) -> tuple[Library, str]:
     usable, why = library.probe()
     reason = why if not usable else library.check(spec, name)
     if reason:
-        hint = f"; {library.install_hint}" if library.install_hint else ""
+        # a reason that names its own fix (a missing CUDA library, say) is not followed by the generic one
+        hint = f"; {library.install_hint}" if library.install_hint and "pip install" not in reason else ""
         raise ValueError(f"device {spec!r} is not available on this machine: {reason}. Available devices: "
                          f"{', '.join(available_devices())}{hint}")
     return library, name
