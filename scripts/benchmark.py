@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """anynet against the book's NumPy code and idiomatic PyTorch on the same work; see docs/performance.md.
 
     python scripts/benchmark.py --device cpu --json docs/benchmark-cpu.json

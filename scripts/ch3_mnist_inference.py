@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Chapter 3's MNIST inference (the book's neuralnet_mnist.py and neuralnet_mnist_batch.py) on any device.
 
     python scripts/ch3_mnist_inference.py --weights sample_weight.pkl --device auto --batch-size 100

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Chapter 3 of "Deep Learning from Scratch", computed on any device.
 
     python scripts/ch3_walkthrough.py --device auto      # cuda if CuPy sees a GPU, else cpu

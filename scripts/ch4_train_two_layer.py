@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The book's train_neuralnet.py (chapter 4): a 784-50-10 TwoLayerNet, SGD, 10000 steps, on any device.
 
     python scripts/ch4_train_two_layer.py --device auto --dataset fashion-mnist
