@@ -53,10 +53,11 @@ def _sigmoid(xp, x):
 
 
 def relu(x: Any) -> Any:
-    """max(0, x)."""
+    """max(0, x); NaN stays NaN, as the book's ``np.maximum(0, x)`` keeps it (a NaN turned into 0 would hide bad
+    input from every check downstream)."""
     xp = namespace(x)
     x = _floating(xp, x)
-    return xp.where(x > 0, x, xp.zeros_like(x))
+    return xp.where(x < 0, xp.zeros_like(x), x)
 
 
 def identity_function(x: Any) -> Any:

@@ -15,19 +15,23 @@ __all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss"]
 
 
 class Relu:
-    """max(0, x); backward passes the gradient where x > 0."""
+    """max(0, x); backward passes the gradient where x > 0.
+
+    ``mask`` is the book's ``x <= 0``, the positions set to 0: NaN is not among them, so NaN input stays NaN (as
+    with the book's layer) instead of silently becoming 0.
+    """
 
     def __init__(self):
         self.mask: Any = None
 
     def forward(self, x: Any) -> Any:
         xp = namespace(x)
-        self.mask = x > 0
-        return xp.where(self.mask, x, xp.zeros_like(x))
+        self.mask = x <= 0
+        return xp.where(self.mask, xp.zeros_like(x), x)
 
     def backward(self, dout: Any) -> Any:
         xp = namespace(dout)
-        return xp.where(self.mask, dout, xp.zeros_like(dout))
+        return xp.where(self.mask, xp.zeros_like(dout), dout)
 
 
 class Sigmoid:

@@ -134,8 +134,8 @@ class Trainer:
         self.fast_path = fast_path
         self._fused: Any = None
 
-        self.train_size = _check_data("training", x_train, t_train, network)
-        _check_data("test", x_test, t_test, network)
+        self.train_size = _check_data("training", x_train, t_train, network, "x_train")
+        _check_data("test", x_test, t_test, network, "x_test")
         self._dtype = next(iter(network.params.values())).dtype
         self.resident = self._fits(x_train, t_train, x_test, t_test)
         self.x_train, self.t_train = self._place(x_train, t_train)
@@ -336,10 +336,11 @@ def _read_losses(losses: list) -> list[float]:
     return to_numpy(namespace(losses[0]).stack(losses)).tolist()
 
 
-def _check_data(which: str, x, t, network) -> int:
+def _check_data(which: str, x, t, network, name: str) -> int:
     """Clear errors, before the first step, for data that cannot train ``network``.
 
-    The labels stay where they are: their range is found in their own namespace, and only its two ends are read.
+    The data stay where they are: the count of non-finite values in ``x`` (called ``name``) and the range of the
+    labels are found in their own namespace, and only those numbers are read.
     """
     n = x.shape[0]
     if t.shape[0] != n:
@@ -349,6 +350,7 @@ def _check_data(which: str, x, t, network) -> int:
     if inputs is not None and features != inputs:
         raise ValueError(f"{which} data: {features} features per sample (x of shape {tuple(x.shape)}), the network "
                          f"takes {inputs}")
+    _check_finite_data(which, x, name)
     if t.ndim == 2:
         if classes is not None and t.shape[1] != classes:
             raise ValueError(f"{which} data: one-hot labels of width {t.shape[1]}, the network has {classes} "
@@ -366,3 +368,17 @@ def _check_data(which: str, x, t, network) -> int:
     if n == 0:
         raise ValueError(f"{which} data is empty")
     return n
+
+
+def _check_finite_data(which: str, x, name: str) -> None:
+    """Refuse NaN or infinite inputs: one step on them makes every weight NaN (one reduction, one number read)."""
+    xp = namespace(x)
+    if not xp.isdtype(x.dtype, ("real floating", "complex floating")):
+        return  # integers (uint8 images) are always finite
+    bad = math.prod(x.shape) - int(to_numpy(xp.count_nonzero(xp.isfinite(x))))
+    if bad:
+        # only to say where (one flag per sample read): the run stops here
+        rows = to_numpy(xp.any(~xp.isfinite(xp.reshape(x, (x.shape[0], -1))), axis=1)).nonzero()[0]
+        raise ValueError(f"{which} data: {name} holds {bad} non-finite value{'s' if bad != 1 else ''} (NaN or "
+                         f"infinity) in {len(rows)} sample{'s' if len(rows) != 1 else ''}, the first at row "
+                         f"{rows[0]}; replace or drop those samples before training")

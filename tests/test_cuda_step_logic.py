@@ -75,7 +75,7 @@ def _rmsprop(g, lr, decay, eps, p, h):
 # name: (number of inputs, number of outputs, NumPy version of the CUDA code of that name)
 KERNELS = {
     "anynet_bias_sigmoid": (2, 1, lambda a, b, z: np.copyto(z, 1 / (1 + np.exp(-(a + b))))),
-    "anynet_bias_relu": (2, 1, lambda a, b, z: np.copyto(z, np.maximum(a + b, 0))),
+    "anynet_bias_relu": (2, 1, lambda a, b, z: np.copyto(z, np.where(a + b < 0, 0, a + b))),
     "anynet_bias": (2, 1, lambda a, b, z: np.copyto(z, a + b)),
     "anynet_sigmoid_backward": (2, 1, lambda z, d_in, d: np.copyto(d, d_in * z * (1 - z))),
     "anynet_relu_backward": (2, 1, lambda z, d_in, d: np.copyto(d, np.where(z > 0, d_in, 0))),

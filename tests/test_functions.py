@@ -54,6 +54,13 @@ def test_relu_identity_and_gradients(device):
     assert_close(F.sigmoid_grad(x), s * (1 - s), device=device, rtol=1e-6)
 
 
+def test_relu_keeps_nan_as_the_books_maximum_does(device):
+    """The book's relu is np.maximum(0, x): NaN in, NaN out. Turning it into 0 hid NaN data from every check."""
+    x = [[np.nan, -1.0, 0.0], [2.0, np.inf, -np.inf]]
+    assert_close(F.relu(device.asarray(x)), np.maximum(0, np.array(x)), device=device)
+    assert_close(F.relu(device.asarray(x)), [[np.nan, 0.0, 0.0], [2.0, np.inf, 0.0]], device=device)
+
+
 def test_integer_input_is_computed_in_float32(device):
     assert_close(F.sigmoid(device.asarray([0, 1])), [0.5, 0.7310586], device=device)
     assert_close(F.relu(device.asarray([-1, 2])), [0.0, 2.0], device=device)

@@ -121,6 +121,24 @@ def test_fused_step_without_hidden_layers(device_name, optimizer, targets):
                                                                                  seed=6).params["W1"]))
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_a_nan_sample_makes_the_loss_nan_on_every_path(device, activation):
+    """NaN data must not train silently: relu used to turn NaN into 0 on the generic path (a finite loss while the
+    weights went NaN) where the fast paths kept it, as the book's relu does."""
+    nets = [MultiLayerNet(20, [16, 12], 5, activation=activation, device=device, seed=3) for _ in range(2)]
+    x, labels, _ = problem(8)
+    x[3, 2] = np.nan
+    x, t = device.asarray(x), device.asarray(labels)
+    assert np.isnan(float(to_numpy(nets[0].loss(x, t))))
+    optimizer = make_optimizer("sgd", {"lr": 0.1})
+    assert np.isnan(generic_step(device, nets[0], optimizer, x, t, device.asarray(np.arange(16))))
+    assert np.isnan(to_numpy(nets[0].params["W1"])).any()
+    if device.name in FAST_DEVICES:
+        step = _fused_step(nets[1], make_optimizer("sgd", {"lr": 0.1}))
+        assert np.isnan(float(to_numpy(step(x, t, device.asarray(np.arange(16))))))
+        assert np.isnan(to_numpy(nets[1].params["W1"])).any()
+
+
 @pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
 @pytest.mark.parametrize("label_dtype", ["uint8", "int8", "int16", "int32", "int64"])
 def test_fused_step_takes_labels_of_any_integer_type(device_name, label_dtype):

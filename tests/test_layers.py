@@ -39,6 +39,14 @@ def test_relu_backward_away_from_the_kink(device64):
     assert_close(Relu().forward(x), np.maximum(to_numpy(x), 0), device=device64, dtype="float64", rtol=0)
 
 
+def test_relu_layer_keeps_nan_as_the_books_layer_does(device):
+    """The book's Relu zeroes where x <= 0: NaN is not, so it stays NaN and its gradient passes."""
+    layer = Relu()
+    out = layer.forward(device.asarray([[np.nan, -1.0, 0.0, 2.0]]))
+    assert_close(out, [[np.nan, 0.0, 0.0, 2.0]], device=device)
+    assert_close(layer.backward(device.asarray([[1.0, 3.0, 5.0, 7.0]])), [[1.0, 0.0, 0.0, 7.0]], device=device)
+
+
 def test_affine_backward_for_flattened_images(device64):
     xp = device64.xp
     x = _random(device64, (3, 2, 2, 2), seed=3)  # (N, C, H, W) input is flattened to (N, 8)

@@ -161,16 +161,34 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
 
 
 def test_a_diverging_loss_stops_with_the_epoch_step_and_advice(data, tmp_path):
-    x_train, t_train, x_test, t_test = data
-    poisoned = x_train.copy()
-    poisoned[:, 0] = np.nan  # every sample: the first step already fails
+    net = TwoLayerNet(784, 8, 10, seed=0)
+    net.params["W1"][0, 0] = np.nan  # the first step already fails
     checkpoint = tmp_path / "ckpt.npz"
-    trainer = Trainer(TwoLayerNet(784, 8, 10, seed=0), poisoned, t_train, x_test, t_test, epochs=2,
-                      optimizer_param={"lr": 0.5}, checkpoint=checkpoint, verbose=False)
-    with pytest.raises(TrainingDivergedError, match=r"the loss became nan at epoch 1, step 1 of 60 \(step 1 overall\); "
-                                                    r"lower the learning rate \(it is 0.5\)"):
+    trainer = Trainer(net, *data, epochs=2, optimizer_param={"lr": 0.5}, checkpoint=checkpoint, verbose=False)
+    with pytest.raises(TrainingDivergedError, match=r"the loss became nan at epoch 1, step 1 of 60 \(step 1 overall\)"):
         trainer.train()
     assert not checkpoint.exists(), "a diverged epoch must not be checkpointed"
+
+
+def test_non_finite_data_is_refused_before_the_first_step(device, data):
+    """One NaN sample made every weight NaN while training went on (relu turned NaN into 0): refused up front,
+    naming the array, how many values and where, on every device (the data already there or not)."""
+    x_train, t_train, x_test, t_test = (a.copy() for a in data)
+    x_train[[17, 17, 4000], [3, 5, 0]] = [np.nan, np.inf, -np.inf]
+    net = TwoLayerNet(784, 8, 10, activation="relu", device=device, seed=0)
+    before = anynet.to_numpy(net.params["W1"]).copy()
+    for placed in (False, True):
+        arrays = [device.asarray(a) for a in (x_train, t_train, x_test, t_test)] if placed else \
+            [x_train, t_train, x_test, t_test]
+        with pytest.raises(ValueError, match=r"^training data: x_train holds 3 non-finite values \(NaN or "
+                                             r"infinity\) in 2 samples, the first at row 17; replace or drop those "
+                                             r"samples before training$"):
+            Trainer(net, *arrays, verbose=False)
+    x_test[99, 7] = np.nan
+    with pytest.raises(ValueError, match=r"^test data: x_test holds 1 non-finite value \(NaN or infinity\) in 1 "
+                                         r"sample, the first at row 99;"):
+        Trainer(net, *data[:2], x_test, t_test, verbose=False)
+    np.testing.assert_array_equal(anynet.to_numpy(net.params["W1"]), before)
 
 
 @pytest.mark.parametrize(
@@ -334,7 +352,7 @@ def test_labels_on_the_device_are_checked_where_they_are(data, monkeypatch):
     where = anynet.device("strict:device1" if "strict:device1" in DEVICE_NAMES else "cpu")
     on_device = [where.asarray(a) for a in data]
     Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), *on_device, verbose=False)
-    assert copied == [(2,), (2,)]
+    assert copied == [(), (2,), (), (2,)]  # per set: the count of non-finite inputs, the labels' two ends
     bad = where.asarray(data[1] + 5)
     with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\), got values from 5 to 14"):
         Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), on_device[0], bad, *on_device[2:], verbose=False)

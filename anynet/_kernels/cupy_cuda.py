@@ -20,8 +20,9 @@ from ._fused import FusedStepBase
 
 _bias_sigmoid = cupy.ElementwiseKernel(
     "T a, T b", "T z", "z = (T)1 / ((T)1 + exp(-(a + b)))", "anynet_bias_sigmoid")
+# s < 0 ? 0 : s rather than s > 0 ? s : 0: NaN stays NaN, as on the CPU and the generic path
 _bias_relu = cupy.ElementwiseKernel(
-    "T a, T b", "T z", "T s = a + b; z = s > (T)0 ? s : (T)0", "anynet_bias_relu")
+    "T a, T b", "T z", "T s = a + b; z = s < (T)0 ? (T)0 : s", "anynet_bias_relu")
 _bias = cupy.ElementwiseKernel("T a, T b", "T z", "z = a + b", "anynet_bias")
 # d is read and written: pass the same array as d_in and d
 _sigmoid_backward = cupy.ElementwiseKernel(
