@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy
 
-__all__ = ["read_idx", "parse_idx", "write_idx", "IDX_TYPES"]
+__all__ = ["read_idx", "parse_idx", "idx_bytes", "write_idx", "IDX_TYPES"]
 
 # type code -> big-endian NumPy dtype
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -28,15 +28,19 @@ def read_idx(path: str | os.PathLike) -> numpy.ndarray:
     A truncated, corrupt or non-IDX file raises ValueError naming the file and what is wrong with it.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as error:
-            raise ValueError(
-                f"{path}: the gzip data is damaged or cut short ({error}); delete the file and download it again"
-            ) from None
-    return parse_idx(raw, source=str(path))
+    return parse_idx(idx_bytes(path.read_bytes(), source=str(path)), source=str(path))
+
+
+def idx_bytes(raw: bytes, source: str = "<bytes>") -> bytes:
+    """The uncompressed IDX bytes of a file's content ``raw``, gunzipped if it is gzip data."""
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as error:
+        raise ValueError(
+            f"{source}: the gzip data is damaged or cut short ({error}); delete the file and download it again"
+        ) from None
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>") -> numpy.ndarray:

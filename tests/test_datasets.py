@@ -32,7 +32,8 @@ class Tiny:
                 write_idx(source / filename, values)
                 self.arrays[(split, kind)] = values
                 self.gz[filename] = (source / filename).read_bytes()
-                files[(split, kind)] = DataFile(filename, hashlib.md5(self.gz[filename]).hexdigest(), shape)
+                files[(split, kind)] = DataFile(filename, hashlib.md5(self.gz[filename]).hexdigest(), shape,
+                                                hashlib.md5(gzip.decompress(self.gz[filename])).hexdigest())
         self.info = DatasetInfo("tiny", ("http://127.0.0.1:9/unreachable/",), "ANYNET_TINY_MIRROR", files)
 
     def filename(self, split, kind):
@@ -87,21 +88,26 @@ def test_one_split_and_raw_files(tiny, tmp_path):
     assert x.shape == (10, 784) and np.array_equal(t, tiny.arrays[("test", "labels")])
 
 
-def test_search_order_root_then_anynet_data_then_cache_then_system(tiny, tmp_path, monkeypatch):
+def test_search_order_root_then_data_dir_then_anynet_data_then_cache_then_system(tiny, tmp_path, monkeypatch):
     folders = [how for how, _ in datasets.search_folders("tiny", root=tmp_path / "root")]
     assert folders == ["root", "user cache", "system"]
     monkeypatch.setenv("ANYNET_DATA", str(tmp_path / "data"))
-    listed = datasets.search_folders("tiny", root=tmp_path / "root")
-    assert [str(folder) for _, folder in listed] == [
-        str(tmp_path / "root"), str(tmp_path / "data" / "tiny"), str(tmp_path / "cache" / "anynet" / "tiny"),
-        str(tmp_path / "system" / "tiny"),
+    listed = datasets.search_folders("tiny", root=tmp_path / "root", data_dir=tmp_path / "dir")
+    assert [(how, str(folder)) for how, folder in listed] == [
+        ("root", str(tmp_path / "root")), ("data_dir", str(tmp_path / "dir" / "tiny")),
+        ("data_dir itself", str(tmp_path / "dir")), ("$ANYNET_DATA", str(tmp_path / "data" / "tiny")),
+        ("user cache", str(tmp_path / "cache" / "anynet" / "tiny")), ("system", str(tmp_path / "system" / "tiny")),
     ]
-    # a different copy in each place: the first one in the order wins
+    (tmp_path / "root").mkdir()
+    (tmp_path / "dir").mkdir()
+    # a different copy in each place (each the published one while it is read): the first in the order wins
     for seed, (_, folder) in enumerate(reversed(listed)):
         (tmp_path / f"copy{seed}").mkdir()
         copy = Tiny(tmp_path / f"copy{seed}", seed=seed + 1)
         copy.place(folder)
-        x, t = load_dataset("tiny", split="test", root=tmp_path / "root", download=False, normalize=False)
+        monkeypatch.setitem(datasets.DATASETS, "tiny", copy.info)
+        x, t = load_dataset("tiny", split="test", root=tmp_path / "root", data_dir=tmp_path / "dir", download=False,
+                            normalize=False)
         assert np.array_equal(t, copy.arrays[("test", "labels")]), f"{folder} was not preferred"
 
 
@@ -115,7 +121,36 @@ def test_a_missing_split_names_the_files_the_folders_and_the_way_out(tiny, tmp_p
     for folder in (root, tmp_path / "cache" / "anynet" / "tiny", tmp_path / "system" / "tiny"):
         assert str(folder) in message
     assert "download=False" in message and "ANYNET_TINY_MIRROR" in message
-    assert "The test split is present: load it alone with split='test' (anynet evaluate reads only" in message
+    assert "pass data_dir=FOLDER (a folder holding tiny/) or root=FOLDER (a folder holding the files)" in message
+    assert message.endswith("The test split is present: load it alone with split='test'.")
+    assert "--data-dir" not in message and "apt-get" not in message  # no Debian package installs "tiny"
+    # the same for the anynet command, in its words
+    cli = caught.value.cli_message
+    assert f"into {tmp_path / 'cache' / 'anynet' / 'tiny'}, or into FOLDER/tiny/ and pass --data-dir FOLDER (or set " \
+           "ANYNET_DATA=FOLDER)" in cli
+    assert cli.endswith("The test split is present: anynet evaluate needs only that one.")
+    assert "root=" not in cli and "data_dir=" not in cli and "split=" not in cli
+
+
+def test_the_debian_package_is_named_only_for_the_dataset_it_installs(tiny, tmp_path):
+    # dpkg -c dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb: ./usr/share/datasets/fashion-mnist/*.gz
+    assert datasets.DATASETS["fashion-mnist"].system_package == "dataset-fashion-mnist"
+    assert datasets.DATASETS["mnist"].system_package is None
+    hint = (f"On Debian or Ubuntu, sudo apt-get install dataset-fashion-mnist puts the files in "
+            f"{tmp_path / 'system' / 'fashion-mnist'}, where anynet finds them with no download.")
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset("fashion-mnist", split="test", download=False)
+    assert hint in str(caught.value).splitlines() and hint in caught.value.cli_message.splitlines()
+    with pytest.raises(DatasetNotFoundError) as caught:
+        load_dataset("mnist", split="test", download=False)
+    assert "apt-get" not in str(caught.value) and "apt-get" not in caught.value.cli_message
+
+
+def test_the_system_folder_is_where_debian_installs_the_files():
+    from pathlib import Path
+
+    searched = datasets.SYSTEM_FOLDER
+    assert searched == Path("/usr/share/datasets")
 
 
 def test_unknown_names_are_clear(tiny):
@@ -133,6 +168,97 @@ def test_a_file_of_the_wrong_kind_is_named(tiny, tmp_path):
         load_dataset("tiny", split="test", root=root, download=False)
 
 
+def test_a_file_of_another_dataset_is_refused_with_what_it_is(tiny, tmp_path, monkeypatch):
+    (tmp_path / "other").mkdir()
+    other = Tiny(tmp_path / "other", seed=5)
+    monkeypatch.setitem(datasets.DATASETS, "other", DatasetInfo("other", (), "ANYNET_OTHER_MIRROR", other.info.files))
+    root = tiny.place(tmp_path / "root", splits=("test",))
+    images = root / tiny.filename("test", "images")
+    images.write_bytes(other.gz[other.filename("test", "images")])
+    expected = tiny.info.files[("test", "images")].content_md5
+    with pytest.raises(ValueError) as caught:
+        load_dataset("tiny", split="test", root=root, download=False)
+    assert str(caught.value) == (
+        f"{images}: expected tiny's t10k-images-idx3-ubyte.gz, but it is other's t10k-images-idx3-ubyte.gz (md5 of "
+        f"the uncompressed data {other.info.files[('test', 'images')].content_md5}, expected {expected}); put the "
+        "published file there, or delete this one and anynet downloads it")
+    assert not (tmp_path / "cache" / "anynet" / "tiny" / "parsed").exists()  # nothing cached for it
+
+
+def test_a_modified_file_is_refused(tiny, tmp_path):
+    root = tiny.place(tmp_path / "root", splits=("test",))
+    modified = tiny.arrays[("test", "images")].copy()
+    modified[3, 14, 14] ^= 1  # one pixel, one bit
+    write_idx(root / tiny.filename("test", "images"), modified)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: expected tiny's t10k-images-idx3-ubyte.gz, but "
+                                         r"its data is not the published file's \(modified, or another dataset in the "
+                                         r"same format\)"):
+        load_dataset("tiny", split="test", root=root, download=False)
+
+
+def test_a_recompressed_copy_of_the_published_data_passes(tiny, tmp_path):
+    """Debian's dataset-fashion-mnist recompressed Zalando's files: another .gz checksum, the same data."""
+    root = tiny.place(tmp_path / "root", splits=("test",))
+    for kind in ("images", "labels"):
+        path = root / tiny.filename("test", kind)
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=12345))
+        assert hashlib.md5(path.read_bytes()).hexdigest() != tiny.info.files[("test", kind)].md5
+    x, t = load_dataset("tiny", split="test", root=root, download=False, normalize=False)
+    assert np.array_equal(t, tiny.arrays[("test", "labels")])
+    assert np.array_equal(x.reshape(10, 28, 28), tiny.arrays[("test", "images")])
+
+
+def test_an_unchanged_checked_file_is_not_hashed_again(tiny, tmp_path, monkeypatch):
+    root = tiny.place(tmp_path / "root", splits=("test",))
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))  # no parsed cache: parsed every time
+    load_dataset("tiny", split="test", root=root, download=False)
+
+    def no_hashing(*args):
+        raise AssertionError("hashed an unchanged file again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(datasets.hashlib, "md5", no_hashing)
+        _, t = load_dataset("tiny", split="test", root=root, download=False)
+        assert np.array_equal(t, tiny.arrays[("test", "labels")])
+        os.utime(root / tiny.filename("test", "labels"), ns=(1, 1))  # rewritten (the same bytes): checked again
+        with pytest.raises(AssertionError, match="hashed an unchanged file again"):
+            load_dataset("tiny", split="test", root=root, download=False)
+
+
+def test_parsed_entries_of_files_never_checked_are_not_trusted(tiny, tmp_path):
+    """A parsed-array cache written before local files were checked may hold another dataset's images."""
+    root = tiny.place(tmp_path / "root", splits=("test",))
+    paths = [root / tiny.filename("test", kind) for kind in ("images", "labels")]
+    digest = hashlib.sha1()  # how such an entry was named: the sources' path, size and time only
+    for path in paths:
+        digest.update(f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns};".encode())
+    parsed = tmp_path / "cache" / "anynet" / "tiny" / "parsed"
+    parsed.mkdir(parents=True)
+    np.savez(parsed / f"test-{digest.hexdigest()[:16]}.npz", images=np.zeros((10, 28, 28), np.uint8),
+             labels=np.zeros(10, np.uint8))
+    _, t = load_dataset("tiny", split="test", root=root, download=False)
+    assert np.array_equal(t, tiny.arrays[("test", "labels")])
+    assert len(list(parsed.glob("test-*.npz"))) == 1  # the unchecked entry is replaced
+
+
+def test_data_dir_is_the_folder_that_holds_the_datasets_folders_or_the_files_themselves(tiny, tmp_path):
+    tiny.place(tmp_path / "data" / "tiny", splits=("test",))
+    _, t = load_dataset("tiny", split="test", data_dir=tmp_path / "data", download=False)
+    assert np.array_equal(t, tiny.arrays[("test", "labels")])
+    tiny.place(tmp_path / "flat", splits=("test",))  # what --data-dir used to take
+    _, t = load_dataset("tiny", split="test", data_dir=tmp_path / "flat", download=False)
+    assert np.array_equal(t, tiny.arrays[("test", "labels")])
+
+
+@pytest.mark.parametrize("option", ["root", "data_dir"])
+def test_a_folder_that_does_not_exist_is_an_error(tiny, tmp_path, option):
+    missing = tmp_path / "typo"
+    with pytest.raises(FileNotFoundError) as caught:
+        load_dataset("tiny", split="test", download=False, **{option: missing})
+    assert str(caught.value) == f"{option}={str(missing)!r}: no such folder"
+
+
 def test_parsed_arrays_are_cached_and_rebuilt_when_a_source_changes(tiny, tmp_path, monkeypatch):
     root = tiny.place(tmp_path / "root", splits=("test",))
     first = load_dataset("tiny", split="test", root=root, normalize=False)
@@ -144,13 +270,20 @@ def test_parsed_arrays_are_cached_and_rebuilt_when_a_source_changes(tiny, tmp_pa
         raise AssertionError(f"parsed {path} again although it had not changed")
 
     with monkeypatch.context() as patched:
-        patched.setattr(datasets, "read_idx", no_parsing)
+        patched.setattr(datasets, "parse_idx", no_parsing)
         again = load_dataset("tiny", split="test", root=root, normalize=False)
     assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1])
 
     changed = tiny.arrays[("test", "labels")][::-1].copy()
-    write_idx(root / tiny.filename("test", "labels"), changed)
-    os.utime(root / tiny.filename("test", "labels"), ns=(1, 1))  # a different time even on coarse clocks
+    labels = root / tiny.filename("test", "labels")
+    write_idx(labels, changed)
+    os.utime(labels, ns=(1, 1))  # a different time even on coarse clocks
+    # the changed file is checked again: refused as it is, read once it is the published one
+    with pytest.raises(ValueError, match="not the published file's"):
+        load_dataset("tiny", split="test", root=root, normalize=False)
+    published = datasets.DataFile(labels.name, "unused", (10,), hashlib.md5(gzip.decompress(labels.read_bytes()))
+                                  .hexdigest())
+    monkeypatch.setitem(tiny.info.files, ("test", "labels"), published)
     _, t = load_dataset("tiny", split="test", root=root, normalize=False)
     assert np.array_equal(t, changed)
     assert sorted(parsed.glob("test-*.npz")) != entries and len(list(parsed.glob("test-*.npz"))) == 1
