@@ -1,8 +1,10 @@
 """Saving and loading weights and training checkpoints: .npz archives, and the book's pickles read safely.
 
-``save_params`` writes host copies of arrays from any device into an .npz, atomically. ``load_params`` reads an
-.npz (never unpickling) or a pickle of the book's kind (a dict of NumPy arrays, any protocol, NumPy 1.x or 2.x)
-through an unpickler that can only rebuild arrays: a pickled object or function is refused before it can run.
+``save_params`` writes host copies of arrays from any device into an .npz, atomically; given a network, it also
+records the network's architecture. ``load_params`` reads an .npz (never unpickling) or a pickle of the book's kind
+(a dict of NumPy arrays, any protocol, NumPy 1.x or 2.x) through an unpickler that can only rebuild arrays: a
+pickled object or function is refused before it can run. ``read_network_file`` reads a fully connected network's
+weights file and checks it (names, shapes, finite values, metadata) before anything is built from it.
 ``save_checkpoint`` / ``load_checkpoint``: a network's parameters, its optimizer's state and a training loop's
 own state (epoch, generator, history) in one such .npz.
 """
@@ -13,9 +15,11 @@ import io
 import json
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +29,8 @@ from ._atomic import atomic_write
 from .backend import Device, to_numpy
 from .backend import device as make_device
 
-__all__ = ["save_params", "load_params", "read_metadata", "save_checkpoint", "load_checkpoint", "architecture_of",
-           "UnsafePickleError"]
+__all__ = ["save_params", "load_params", "read_metadata", "read_network_file", "NetworkFile", "save_checkpoint",
+           "load_checkpoint", "architecture_of", "UnsafePickleError"]
 
 
 class UnsafePickleError(pickle.UnpicklingError, ValueError):
@@ -37,14 +41,23 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
 METADATA_KEY = "__anynet__"
 
 
-def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: dict | None = None) -> Path:
-    """Save a dict of arrays (from any device) to ``path`` as an uncompressed .npz of host copies.
+def save_params(path: str | os.PathLike, params: Any, metadata: dict | None = None) -> Path:
+    """Save a network's parameters, or a dict of arrays (from any device), to ``path`` as an uncompressed .npz of
+    host copies.
 
-    ``metadata``, a JSON-serialisable dict, is stored beside them (read it back with :func:`read_metadata`).
+    ``params``: a network (anything with a ``params`` dict), or a dict of name -> array. A network's
+    ``architecture()`` (anynet's networks have one) is recorded in the metadata as "architecture", which is what
+    ``anynet evaluate`` rebuilds the network from. ``metadata``, a JSON-serialisable dict, is stored beside the
+    arrays (read it back with :func:`read_metadata`); ``anynet train --save`` also records "dataset" and
+    "preprocessing" there, e.g. ``metadata={"dataset": "fashion-mnist"}``.
     The write is atomic: the file is complete or, if anything fails, the previous file is left as it was.
     """
+    if not isinstance(params, Mapping) and isinstance(getattr(params, "params", None), Mapping):
+        params, metadata = params.params, _with_architecture(params, metadata)
     if not isinstance(params, Mapping) or not params:
-        raise TypeError(f"save_params takes a non-empty dict of name -> array, got {type(params).__name__}")
+        raise TypeError(
+            f"save_params takes a network or a non-empty dict of name -> array, got {type(params).__name__}"
+        )
     host = {}
     for name, value in params.items():
         if not isinstance(name, str) or not name or name == METADATA_KEY:
@@ -63,13 +76,26 @@ def save_params(path: str | os.PathLike, params: Mapping[str, Any], metadata: di
     return path
 
 
+def _with_architecture(network: Any, metadata: dict | None) -> dict | None:
+    """``metadata`` with ``network``'s architecture added (networks without ``architecture()``: unchanged)."""
+    describe = getattr(network, "architecture", None)
+    if describe is None:
+        return metadata
+    architecture = describe()
+    given = (metadata or {}).get("architecture", architecture)
+    if given != architecture:
+        raise ValueError(f"metadata 'architecture' {given} contradicts the network's own {architecture}; "
+                         "leave it out, save_params records the network's")
+    return {"architecture": architecture, **(metadata or {})}
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata dict saved with ``save_params(..., metadata=...)`` in .npz ``path`` ({} if there is none)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     raw = path.read_bytes()
-    if raw[:4] != b"PK\x03\x04":
+    if not _is_npz(raw):
         return {}
     with numpy.load(io.BytesIO(raw), allow_pickle=False) as archive:
         if METADATA_KEY not in archive.files:
@@ -95,7 +121,122 @@ def _read_file(path: str | os.PathLike) -> tuple[dict[str, numpy.ndarray], dict]
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     raw = path.read_bytes()
-    return _read_npz(path, raw) if raw[:4] == b"PK\x03\x04" else (_read_pickle(path, raw), {})
+    return _read_npz(path, raw) if _is_npz(raw) else (_read_pickle(path, raw), {})
+
+
+def _is_npz(raw: bytes) -> bool:
+    """Whether a file's bytes are a zip archive (an .npz): a file entry first, or the end record of an empty one."""
+    return raw[:4] in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+# -- a network's weights file, checked ----------------------------------------------------------------------------
+
+# What "preprocessing" may record: the load_mnist options the training data was loaded with.
+PREPROCESSING_KEYS = ("normalize", "flatten", "one_hot_label")
+
+
+@dataclass(frozen=True)
+class NetworkFile:
+    """A fully connected network's weights file (anynet's .npz or the book's pickle), checked for use."""
+
+    path: Path
+    params: dict[str, numpy.ndarray]  # W1, b1, ..., Wn, bn: host arrays of finite numbers, shapes that chain
+    sizes: list[int]  # the layer sizes the weights' shapes give, e.g. [784, 100, 10]
+    metadata: dict  # as saved: "architecture", "dataset", "preprocessing" checked where present ({} for a pickle)
+    pickle: bool  # the book's format, which records nothing beside the arrays
+
+
+def read_network_file(path: str | os.PathLike) -> NetworkFile:
+    """Read and check the weights of a fully connected network (Affine layers W1, b1, ..., Wn, bn) from ``path``.
+
+    Everything is checked before anything is built from it: the names, 2-D weights and 1-D biases whose shapes
+    chain (W2 has as many rows as W1 has columns), finite numbers, and the metadata that anynet records
+    ("architecture" with "sizes" and "activation", "dataset", "preprocessing"). A problem raises ValueError naming
+    the file, the entry and what was expected.
+    """
+    path = Path(path)
+    host, metadata = _read_file(path)
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: its metadata is a {type(metadata).__name__}, expected a JSON object")
+    if metadata.get("kind") == CHECKPOINT_KIND:
+        raise ValueError(f"{path}: a training checkpoint, not a weights file; continue the run with "
+                         f"anynet train --resume {path}, whose --save FILE.npz writes the weights")
+    sizes = _check_layers(path, host)
+    _check_metadata(path, metadata, sizes)
+    with open(path, "rb") as source:
+        is_pickle = not _is_npz(source.read(4))
+    return NetworkFile(path, host, sizes, metadata, pickle=is_pickle)
+
+
+def _check_layers(path: Path, params: dict[str, numpy.ndarray]) -> list[int]:
+    """The layer sizes of Affine weights W1, b1, ..., Wn, bn, or ValueError naming the first entry that is wrong."""
+    if not params:
+        raise ValueError(f"{path}: holds no arrays; expected a network's weights W1, b1, ..., Wn, bn")
+    depth = max((int(m.group(1)) for m in map(re.compile(r"W([1-9][0-9]*)").fullmatch, params) if m), default=0)
+    expected = [f"{kind}{i}" for i in range(1, depth + 1) for kind in "Wb"]
+    if set(params) != set(expected):
+        missing = [name for name in expected if name not in params]
+        unexpected = sorted(name for name in params if name not in expected)
+        problems = ([f"no {', '.join(missing)}"] if missing else []) + \
+                   ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
+        raise ValueError(f"{path}: {'; '.join(problems)}; expected the weights of fully connected layers: "
+                         "W1, b1, ..., Wn, bn")
+    sizes: list[int] = []
+    for i in range(1, depth + 1):
+        W, b = params[f"W{i}"], params[f"b{i}"]
+        if W.ndim != 2 or 0 in W.shape:
+            raise ValueError(f"{path}: W{i} has shape {W.shape}, expected a 2-D weight matrix (inputs, outputs)")
+        if sizes and W.shape[0] != sizes[-1]:
+            raise ValueError(f"{path}: W{i} has shape {W.shape}, expected {sizes[-1]} rows to take W{i - 1}'s "
+                             f"{sizes[-1]} outputs")
+        if b.shape != (W.shape[1],):
+            raise ValueError(f"{path}: b{i} has shape {b.shape}, expected ({W.shape[1]},): one bias per output of "
+                             f"W{i}")
+        sizes = sizes or [W.shape[0]]
+        sizes.append(W.shape[1])
+    for name in expected:
+        value = params[name]
+        if value.dtype.kind not in "fiu":
+            raise ValueError(f"{path}: {name} holds {value.dtype}, expected floating-point numbers")
+        bad = int(value.size - numpy.count_nonzero(numpy.isfinite(value)))
+        if bad:
+            raise ValueError(f"{path}: {name} holds {bad} NaN or infinite values (of {value.size}), expected finite "
+                             "numbers; the weights are damaged (a diverged training?) and cannot be evaluated")
+    return sizes
+
+
+def _check_metadata(path: Path, metadata: dict, sizes: list[int]) -> None:
+    """ValueError naming the metadata entry that anynet could not use, if any."""
+    from .datasets import DATASETS  # the names a "dataset" entry may have
+
+    architecture = metadata.get("architecture")
+    if architecture is not None:
+        expected = 'expected {"sizes": [...], "activation": "relu" or "sigmoid"} as anynet train --save writes'
+        if not isinstance(architecture, dict):
+            raise ValueError(f"{path}: metadata 'architecture' is {architecture!r}; {expected}")
+        for key in ("sizes", "activation"):
+            if key not in architecture:
+                raise ValueError(f"{path}: metadata 'architecture' has no {key!r}; {expected}")
+        recorded = architecture["sizes"]
+        if not isinstance(recorded, list) or not all(isinstance(n, int) for n in recorded):
+            raise ValueError(f"{path}: metadata 'architecture' sizes {recorded!r}, expected a list of layer sizes")
+        if recorded != sizes:
+            raise ValueError(f"{path}: metadata 'architecture' sizes {'-'.join(map(str, recorded))} do not match "
+                             f"the weights' {'-'.join(map(str, sizes))}")
+        if not isinstance(architecture["activation"], str):
+            raise ValueError(f"{path}: metadata 'architecture' activation {architecture['activation']!r}, "
+                             "expected a name such as \"relu\"")
+    dataset = metadata.get("dataset")
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"{path}: metadata 'dataset' is {dataset!r}, expected one of {', '.join(DATASETS)}")
+    preprocessing = metadata.get("preprocessing")
+    if preprocessing is not None:
+        if not isinstance(preprocessing, dict) or set(preprocessing) - set(PREPROCESSING_KEYS):
+            raise ValueError(f"{path}: metadata 'preprocessing' is {preprocessing!r}, expected true/false for "
+                             f"some of {', '.join(PREPROCESSING_KEYS)}")
+        for key, value in preprocessing.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"{path}: metadata 'preprocessing' {key!r} is {value!r}, expected true or false")
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------
@@ -195,7 +336,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
             raise UnsafePickleError(
                 f"{self._source}: refusing to unpickle {module}.{name}: a weights file holds only arrays, and "
                 "loading anything else would run code from the file. If you trust it, re-save it as .npz with "
-                "the code that wrote it, e.g. anynet.io.save_params('weights.npz', network.params)."
+                "the code that wrote it, e.g. anynet.io.save_params('weights.npz', network)."
             ) from None
 
     def persistent_load(self, pid: Any) -> Any:

@@ -224,3 +224,142 @@ def test_load_checkpoint_refuses_plain_weights(tmp_path):
     for name in ("weights.pkl", "junk.npz"):
         with pytest.raises(ValueError, match=rf"{name}: not a checkpoint written by anynet's Trainer"):
             load_checkpoint(tmp_path / name)
+
+
+# -- save_params of a network, and read_network_file's checks ----------------------------------------------------
+
+
+def test_save_params_takes_a_network_and_records_its_architecture(tmp_path, device):
+    from anynet.io import read_metadata
+    from anynet.networks import MultiLayerNet
+
+    net = MultiLayerNet(6, [4], 3, activation="sigmoid", device=device, seed=0)
+    path = save_params(tmp_path / "model.npz", net)
+    assert read_metadata(path) == {"architecture": {"sizes": [6, 4, 3], "activation": "sigmoid"}}
+    loaded = load_params(path, device=device)
+    for name, value in net.params.items():
+        assert_close(loaded[name], anynet.to_numpy(value), device=device, rtol=0)
+    path = save_params(tmp_path / "tagged.npz", net, metadata={"dataset": "fashion-mnist"})
+    assert read_metadata(path) == {"architecture": {"sizes": [6, 4, 3], "activation": "sigmoid"},
+                                   "dataset": "fashion-mnist"}
+
+
+def test_save_params_of_a_network_without_architecture_saves_its_params(tmp_path):
+    from anynet.io import read_metadata
+
+    path = save_params(tmp_path / "book.npz", TwoLayerNet())  # the book's kind: params, nothing else
+    assert read_metadata(path) == {} and list(load_params(path)) == ["W1"]
+
+
+def test_save_params_refuses_metadata_that_contradicts_the_network(tmp_path):
+    from anynet.networks import MultiLayerNet
+
+    net = MultiLayerNet(6, [4], 3, seed=0)
+    with pytest.raises(ValueError, match=r"metadata 'architecture' \{'sizes': \[6, 5, 3\]\} contradicts the "
+                                         r"network's own \{'sizes': \[6, 4, 3\], 'activation': 'relu'\}"):
+        save_params(tmp_path / "model.npz", net, metadata={"architecture": {"sizes": [6, 5, 3]}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _mlp(sizes=(784, 50, 10), seed=0):
+    rng = np.random.default_rng(seed)
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:]), 1):
+        params[f"W{i}"] = rng.normal(0, 0.1, (fan_in, fan_out)).astype(np.float32)
+        params[f"b{i}"] = np.zeros(fan_out, np.float32)
+    return params
+
+
+def test_read_network_file_gives_the_checked_weights_sizes_and_metadata(tmp_path):
+    from anynet.io import read_network_file
+
+    params = _mlp((784, 50, 100, 10))
+    meta = {"architecture": {"sizes": [784, 50, 100, 10], "activation": "relu"}, "dataset": "mnist",
+            "preprocessing": {"normalize": True, "flatten": True, "one_hot_label": False}, "test_accuracy": 0.9}
+    model = read_network_file(save_params(tmp_path / "model.npz", params, metadata=meta))
+    assert model.sizes == [784, 50, 100, 10] and model.metadata == meta and not model.pickle
+    assert all(np.array_equal(model.params[name], value) for name, value in params.items())
+    (tmp_path / "book.pkl").write_bytes(numpy1_pickle(book_weights()))
+    book = read_network_file(tmp_path / "book.pkl")
+    assert book.sizes == [784, 50, 100, 10] and book.metadata == {} and book.pickle
+
+
+def _bad(**changes):
+    params = _mlp()
+    for name, value in changes.items():
+        if value is None:
+            del params[name]
+        else:
+            params[name] = value
+    return params
+
+
+ARCHITECTURE = {"sizes": [784, 50, 10], "activation": "relu"}
+
+
+@pytest.mark.parametrize(
+    "params, metadata, message",
+    [
+        (_bad(W1=np.zeros(784, np.float32)), None,
+         "W1 has shape (784,), expected a 2-D weight matrix (inputs, outputs)"),
+        (_bad(W2=np.zeros((40, 10), np.float32)), None,
+         "W2 has shape (40, 10), expected 50 rows to take W1's 50 outputs"),
+        (_bad(b1=np.zeros((50, 1), np.float32)), None,
+         "b1 has shape (50, 1), expected (50,): one bias per output of W1"),
+        (_bad(b2=None), None, "no b2; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
+        (_bad(W3=np.zeros((10, 10), np.float32)), None,
+         "no b3; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
+        (_bad(gamma1=np.ones(50, np.float32)), None,
+         "unexpected gamma1; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
+        ({"W": np.zeros((2, 2))}, None,
+         "unexpected W; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
+        (_bad(W1=np.full((784, 50), np.nan, np.float32)), None,
+         "W1 holds 39200 NaN or infinite values (of 39200), expected finite numbers; the weights are damaged (a "
+         "diverged training?) and cannot be evaluated"),
+        (_bad(b2=np.array([0.0] * 9 + [np.inf], np.float32)), None,
+         "b2 holds 1 NaN or infinite values (of 10), expected finite numbers; the weights are damaged (a diverged "
+         "training?) and cannot be evaluated"),
+        (_bad(b1=np.zeros(50, bool)), None, "b1 holds bool, expected floating-point numbers"),
+        (_mlp(), {"architecture": {"sizes": [784, 50, 10]}},
+         "metadata 'architecture' has no 'activation'; expected {\"sizes\": [...], \"activation\": \"relu\" or "
+         "\"sigmoid\"} as anynet train --save writes"),
+        (_mlp(), {"architecture": {"sizes": [784, 100, 10], "activation": "relu"}},
+         "metadata 'architecture' sizes 784-100-10 do not match the weights' 784-50-10"),
+        (_mlp(), {"architecture": "relu"},
+         "metadata 'architecture' is 'relu'; expected {\"sizes\": [...], \"activation\": \"relu\" or \"sigmoid\"} as "
+         "anynet train --save writes"),
+        (_mlp(), {"architecture": ARCHITECTURE, "dataset": "cifar10"},
+         "metadata 'dataset' is 'cifar10', expected one of mnist, fashion-mnist"),
+        (_mlp(), {"architecture": ARCHITECTURE, "preprocessing": {"normalize": "yes"}},
+         "metadata 'preprocessing' 'normalize' is 'yes', expected true or false"),
+        (_mlp(), {"architecture": ARCHITECTURE, "preprocessing": {"standardize": True}},
+         "metadata 'preprocessing' is {'standardize': True}, expected true/false for some of normalize, flatten, "
+         "one_hot_label"),
+        (_mlp(), [1, 2], "its metadata is a list, expected a JSON object"),
+    ],
+)
+def test_read_network_file_names_the_file_the_entry_and_what_was_expected(tmp_path, params, metadata, message):
+    from anynet.io import read_network_file
+
+    path = save_params(tmp_path / "model.npz", params, metadata=metadata)
+    with pytest.raises(ValueError) as caught:
+        read_network_file(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_read_network_file_refuses_an_empty_archive_and_a_checkpoint(tmp_path):
+    from anynet.io import read_network_file, save_checkpoint
+    from anynet.networks import MultiLayerNet
+    from anynet.optimizers import SGD
+
+    empty = tmp_path / "empty.npz"
+    np.savez(empty)
+    with pytest.raises(ValueError) as caught:
+        read_network_file(empty)
+    assert str(caught.value) == f"{empty}: holds no arrays; expected a network's weights W1, b1, ..., Wn, bn"
+    checkpoint = save_checkpoint(tmp_path / "ckpt.npz", MultiLayerNet(4, [3], 2, seed=0), SGD(),
+                                 {"epoch": 1, "iter": 1})
+    with pytest.raises(ValueError) as caught:
+        read_network_file(checkpoint)
+    assert str(caught.value) == (f"{checkpoint}: a training checkpoint, not a weights file; continue the run with "
+                                 f"anynet train --resume {checkpoint}, whose --save FILE.npz writes the weights")
