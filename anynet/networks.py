@@ -16,6 +16,7 @@ from .chunking import chunk_bounds
 from .functions import identity_function, sigmoid, softmax
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
+from .optimizers import check_hyperparameter
 
 __all__ = ["init_network", "forward", "predict", "TwoLayerNet", "MultiLayerNet"]
 
@@ -89,7 +90,9 @@ class _AffineStack:
         rng = host_generator(seed)
         self.sizes = list(sizes)
         self.activation = activation
-        self.weight_decay_lambda = float(weight_decay_lambda)
+        # a NaN decay made every weight NaN, which then looked like a learning rate too high
+        self.weight_decay_lambda = check_hyperparameter(type(self).__name__, "weight_decay_lambda",
+                                                        weight_decay_lambda)
         self.params: dict[str, Any] = {}
         for index, (fan_in, fan_out) in enumerate(zip(self.sizes, self.sizes[1:]), 1):
             # drawn on the host in float64, rounded to dtype there: the same weights on every device

@@ -15,7 +15,7 @@ from .backend import Device, device_of, namespace, same_device
 from .backend import device as make_device
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer",
-           "on_params_device"]
+           "on_params_device", "check_hyperparameter"]
 
 # The book's guard against dividing by a zero root (AdaGrad, RMSprop, Adam); the fused steps import it from here.
 EPSILON = 1e-7
@@ -34,6 +34,38 @@ def on_params_device(update: Callable) -> Callable:
     return on_device
 
 
+# The values each hyperparameter may take: (lowest, highest, lowest allowed, highest allowed). A value outside (NaN,
+# infinity, a negative rate, a beta of 1) makes every update non-finite or undoes the formula, however the loss looks.
+RANGES = {
+    "lr": (0.0, math.inf, False, False),
+    "momentum": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "decay_rate": (0.0, 1.0, True, True),
+    "weight_decay_lambda": (0.0, math.inf, True, False),  # a network's, checked here beside the others
+}
+
+
+def check_hyperparameter(owner: str, name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite number in ``RANGES[name]``, else a ValueError naming ``owner``, the
+    hyperparameter, its range and the value given."""
+    low, high, low_in, high_in = RANGES[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    inside = (low <= number if low_in else low < number) and (number <= high if high_in else number < high)
+    if not (math.isfinite(number) and inside):
+        if high == math.inf:
+            allowed = f"> {low:g}" if not low_in else f">= {low:g}"
+        else:
+            allowed = f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        what = "the learning rate" if name == "lr" else name
+        raise ValueError(f"{owner}: {what} must be a finite number {allowed}, got {name}={value!r}"
+                         + (" (0: no weight decay)" if name == "weight_decay_lambda" else ""))
+    return number
+
+
 class Optimizer:
     """Base class: ``state`` maps a slot name ("v", "h", "m") to a dict of per-parameter arrays; ``iter`` counts the
     steps of an optimizer whose update depends on their number (Adam), through ``advance()``."""
@@ -41,11 +73,15 @@ class Optimizer:
     slots: tuple = ()
 
     def __init__(self, lr: float):
-        if not lr > 0:
-            raise ValueError(f"the learning rate must be positive, got lr={lr}")
-        self.lr = float(lr)
+        self.lr = check_hyperparameter(type(self).__name__, "lr", lr)
         self.state: dict[str, dict[str, Any]] = {slot: {} for slot in self.slots}
         self.iter = 0
+
+    def check_hyperparameters(self) -> None:
+        """Raise ValueError if a hyperparameter (checked at construction) was since set to a value outside its range."""
+        for name, value in self.hyperparameters().items():
+            if name in RANGES:
+                check_hyperparameter(type(self).__name__, name, value)
 
     def _slot(self, slot: str, params: dict[str, Any]) -> dict[str, Any]:
         store = self.state[slot]
@@ -121,7 +157,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
         super().__init__(lr)
-        self.momentum = float(momentum)
+        self.momentum = check_hyperparameter(type(self).__name__, "momentum", momentum)
 
     def hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum}
@@ -172,7 +208,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
         super().__init__(lr)
-        self.decay_rate = float(decay_rate)
+        self.decay_rate = check_hyperparameter(type(self).__name__, "decay_rate", decay_rate)
 
     def hyperparameters(self):
         return {"lr": self.lr, "decay_rate": self.decay_rate}
@@ -194,8 +230,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999):
         super().__init__(lr)
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
+        self.beta1 = check_hyperparameter(type(self).__name__, "beta1", beta1)
+        self.beta2 = check_hyperparameter(type(self).__name__, "beta2", beta2)
 
     def hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}

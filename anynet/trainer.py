@@ -8,24 +8,56 @@ batches; each step's loss stays on the device and is read once per epoch. What i
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import sys
 import time
-from typing import Any
+import warnings
+from typing import Any, NamedTuple
 
 from ._progress import progress_bar
 from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
 from .io import architecture_of, load_checkpoint, save_checkpoint
-from .optimizers import Optimizer, make_optimizer
+from .optimizers import Optimizer, check_hyperparameter, make_optimizer
 
-__all__ = ["Trainer", "TrainingDivergedError", "Reporter", "ConsoleReporter", "epoch_order", "steps_per_epoch"]
+__all__ = ["Trainer", "TrainingDivergedError", "CheckpointInfo", "Reporter", "ConsoleReporter", "epoch_order",
+           "steps_per_epoch", "DIVERGENCE_FACTOR"]
 
 SAMPLINGS = ("shuffle", "replacement")
 
+# A step's loss above DIVERGENCE_FACTOR * max(1, the run's first loss) stops training as diverged. A cross-entropy
+# starts near ln(classes) (2.3 for 10) and a run that learns stays within a few times that, even its noisiest
+# single-sample batches (-log of a confidently wrong probability is tens); a thousand times means the logits have
+# grown by thousands, which only weights blown up by too large updates do. The floor of 1 keeps the bound at 1000
+# for a run started from trained weights, whose first loss may be 0.01.
+DIVERGENCE_FACTOR = 1000.0
+# On a GPU the losses are read this many steps at a time (a read waits for the GPU): a divergence is found at most
+# that many steps late, and reported at the step where it happened. On the host a read costs nothing: every step.
+LOSS_READ_BLOCK = 100
+
+
+class CheckpointInfo(NamedTuple):
+    """Where a run's latest checkpoint is and which epoch it holds."""
+
+    path: str
+    epoch: int
+
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or rose above the divergence bound; training stopped at that step.
+
+    ``epoch`` and ``step`` (overall, 1-based) say where, ``loss`` what it was, ``last_finite_loss`` the loss of the
+    step before (None at the first step), ``checkpoint`` the last checkpoint written (a :class:`CheckpointInfo`, or
+    None): it holds the last epoch that finished well, never the diverged state.
+    """
+
+    def __init__(self, message: str, *, epoch: int = 0, step: int = 0, loss: float = math.nan,
+                 last_finite_loss: float | None = None, checkpoint: CheckpointInfo | None = None):
+        super().__init__(message)
+        self.epoch, self.step, self.loss = epoch, step, loss
+        self.last_finite_loss, self.checkpoint = last_finite_loss, checkpoint
 
 
 def steps_per_epoch(n: int, batch_size: int, sampling: str) -> int:
@@ -130,6 +162,7 @@ class Trainer:
         self.progress = progress
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
         self.optimizer = make_optimizer(optimizer, {"lr": 0.01} if optimizer_param is None else optimizer_param)
+        _check_hyperparameters(network, self.optimizer)
         self.checkpoint = checkpoint
         self.fast_path = fast_path
         self._fused: Any = None
@@ -151,6 +184,8 @@ class Trainer:
         self.test_acc_list: list[float] = []
         self.epoch_seconds: list[float] = []
         self.final_test_accuracy: float | None = None
+        self.first_loss: float | None = None  # the run's first step's loss: the divergence bound's reference
+        self.last_checkpoint: CheckpointInfo | None = None
         if resume is not None:
             self._resume(resume)
 
@@ -189,24 +224,32 @@ class Trainer:
         started = time.perf_counter()
         order = epoch_order(self.rng, self.train_size, self.batch_size, self.sampling)
         order_device: Any = self.where.asarray(order) if self.resident else None
-        losses = []
         epoch = self.current_epoch + 1
         show = self.progress if self.progress is not None else self.verbose and sys.stderr.isatty()
+        # host losses are read at every step (free); device ones a block at a time: no synchronisation per step
+        on_host = self.where.platform == "cpu"
+        block = 1 if on_host else LOSS_READ_BLOCK
+        pending: list = []
+        values: list[float] = []
         with progress_bar(show, total=self.iter_per_epoch, desc=f"epoch {epoch}/{self.epochs}", unit="step",
                           leave=False) as bar:
             fused = self._fused_step()
-            for step in range(self.iter_per_epoch):
-                start = step * self.batch_size
-                stop = min(start + self.batch_size, len(order))
-                if fused is not None and self.resident:  # the fast path gathers its batch itself
-                    losses.append(fused(self.x_train, self.t_train, order_device[start:stop]))
-                else:
-                    x_batch, t_batch = self._batch(self.x_train, self.t_train, order_device, order, start, stop)
-                    losses.append(fused(x_batch, t_batch) if fused is not None else self._step(x_batch, t_batch))
-                bar.update(1)
-            # the one read of the epoch's losses: no host synchronisation inside a step
-            values = _read_losses(losses)
-            self._check_finite(values, epoch)
+            with _quiet_arithmetic():
+                for step in range(self.iter_per_epoch):
+                    start = step * self.batch_size
+                    stop = min(start + self.batch_size, len(order))
+                    if fused is not None and self.resident:  # the fast path gathers its batch itself
+                        pending.append(fused(self.x_train, self.t_train, order_device[start:stop]))
+                    else:
+                        x_batch, t_batch = self._batch(self.x_train, self.t_train, order_device, order, start, stop)
+                        pending.append(fused(x_batch, t_batch) if fused is not None else self._step(x_batch, t_batch))
+                    if len(pending) >= block:
+                        self._take_losses(pending, values, epoch, on_host)
+                        pending = []
+                    bar.update(1)
+                if pending:
+                    self._take_losses(pending, values, epoch, on_host)
+                self._check_finite_params(values, epoch)
             self.current_iter += self.iter_per_epoch
             self.current_epoch = epoch
             self.train_loss_list += values
@@ -218,6 +261,7 @@ class Trainer:
                                 f"test acc {test_acc:.4f}")
         if self.checkpoint is not None:
             self.save_checkpoint(self.checkpoint)
+            self.last_checkpoint = CheckpointInfo(str(self.checkpoint), epoch)
         return sum(values) / len(values)
 
     def _step(self, x_batch, t_batch):
@@ -235,14 +279,56 @@ class Trainer:
             self._fused = (make(self.optimizer) if make is not None else None) or False
         return self._fused or None
 
-    def _check_finite(self, values: list, epoch: int) -> None:
-        for step, value in enumerate(values, 1):
-            if not math.isfinite(value):
-                raise TrainingDivergedError(
-                    f"the loss became {value} at epoch {epoch}, step {step} of {self.iter_per_epoch} "
-                    f"(step {self.current_iter + step} overall); lower the learning rate "
-                    f"(it is {self.optimizer.lr:g})"
-                )
+    # -- divergence ------------------------------------------------------------------------------------------
+
+    def _take_losses(self, pending: list, values: list[float], epoch: int, on_host: bool) -> None:
+        """Read the losses of ``pending`` (the steps after ``values``) into ``values``; raise TrainingDivergedError
+        at the first one that is not finite or is above the divergence bound."""
+        for value in (float(loss) for loss in pending) if on_host else _read_losses(pending):
+            if self.first_loss is None and math.isfinite(value):
+                self.first_loss = value
+            if not value <= self._loss_bound():  # NaN compares False: caught here too
+                self._diverged(values, epoch, value)
+            values.append(value)
+
+    def _loss_bound(self) -> float:
+        return DIVERGENCE_FACTOR * max(1.0, self.first_loss) if self.first_loss is not None else math.inf
+
+    def _check_finite_params(self, values: list[float], epoch: int) -> None:
+        """The epoch's last update may have made the parameters non-finite after a finite loss: refuse to go on (and
+        to checkpoint them). One read per epoch."""
+        params = list(self.network.params.values())
+        xp = namespace(params[0])
+        finite = xp.stack([xp.all(xp.isfinite(p)) for p in params])
+        if not bool(to_numpy(xp.all(finite))):
+            self._diverged(values, epoch, math.nan, parameters=True)
+
+    def _diverged(self, values: list[float], epoch: int, value: float, parameters: bool = False):
+        step = len(values) + (0 if parameters else 1)  # in the epoch, 1-based
+        overall = self.current_iter + step
+        where = f"at epoch {epoch}, step {step} of {self.iter_per_epoch} (step {overall} overall)"
+        if parameters:
+            what = f"the parameters became non-finite (NaN or infinity) in the update {where}"
+        elif not math.isfinite(value):
+            what = f"the loss became {value} {where}"
+        else:
+            first = self.first_loss if self.first_loss is not None else value
+            what = (f"the loss rose to {value:.4g} {where}, above the divergence bound {self._loss_bound():.4g} "
+                    f"({DIVERGENCE_FACTOR:g} times " + (f"the run's first loss, {first:.4g})" if first >= 1 else
+                                                        f"1, the run's first loss being {first:.4g})"))
+        history = self.train_loss_list + values
+        last = history[-1] if history else None
+        before = f"; the last finite loss was {last:.4g} (step {len(history)} overall)" if last is not None else ""
+        if overall == 1 and not parameters:
+            cause = ("It happened at the very first step, before any update could cause it: check the network's "
+                     "initial parameters and the scale of the data")
+        else:
+            cause = _learning_rate_advice(self.optimizer)
+        saved = self.last_checkpoint
+        kept = (f". The checkpoint {saved.path} (epoch {saved.epoch}) is kept: resume from it with a lower learning "
+                f"rate" if saved is not None else "")
+        raise TrainingDivergedError(f"{what}{before}. {cause}{kept}", epoch=epoch, step=overall, loss=value,
+                                    last_finite_loss=last, checkpoint=saved)
 
     def _evaluate(self) -> tuple[float, float]:
         n = self.evaluate_sample_num_per_epoch
@@ -277,6 +363,7 @@ class Trainer:
             "batch_size": self.batch_size,
             "sampling": self.sampling,
             "rng": self.rng.bit_generator.state,
+            "first_loss": self.first_loss,
             "history": {"train_loss_list": self.train_loss_list, "train_acc_list": self.train_acc_list,
                         "test_acc_list": self.test_acc_list, "epoch_seconds": self.epoch_seconds},
         })
@@ -298,6 +385,7 @@ class Trainer:
         _load_params(self.network, arrays["params"])
         self.optimizer.load_state_dict(arrays["optimizer"], self.where)
         self.rng.bit_generator.state = metadata["rng"]
+        self.first_loss = metadata.get("first_loss")
         self.current_epoch = metadata["epoch"]
         self.current_iter = metadata["iter"]
         history = metadata["history"]
@@ -305,6 +393,9 @@ class Trainer:
         self.train_acc_list = list(history["train_acc_list"])
         self.test_acc_list = list(history["test_acc_list"])
         self.epoch_seconds = list(history["epoch_seconds"])
+        if self.first_loss is None and self.train_loss_list:  # a checkpoint written before first_loss was kept
+            self.first_loss = self.train_loss_list[0]
+        self.last_checkpoint = CheckpointInfo(str(path), self.current_epoch)
 
 
 def _place_network(network, device: str | Device | None) -> Device:
@@ -327,6 +418,34 @@ def _load_params(network, params: dict) -> None:
         return
     for name, value in params.items():
         network.params[name][...] = value
+
+
+def _learning_rate_advice(optimizer: Optimizer) -> str:
+    """Why a run whose data and settings are finite diverges, with the value to change and its default."""
+    name, lr = type(optimizer).__name__, optimizer.lr
+    default = inspect.signature(type(optimizer)).parameters.get("lr")
+    usual = default.default if default is not None and isinstance(default.default, (int, float)) else None
+    hint = f" ({name}'s default is {usual:g})" if usual is not None and usual < lr else ""
+    return f"The learning rate is likely too high for {name}: lr={lr:g}{hint}; lower it, e.g. to lr={lr / 10:g}"
+
+
+@contextlib.contextmanager
+def _quiet_arithmetic():
+    """No NumPy overflow / invalid-value warnings during the steps: the divergence check reports what they mean,
+    with the step and the likely cause, instead of a raw RuntimeWarning printed at the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(overflow|invalid value|divide by zero|underflow) encountered",
+                                category=RuntimeWarning)
+        yield
+
+
+def _check_hyperparameters(network, optimizer: Optimizer) -> None:
+    """Refuse, before the first step, a weight decay or optimizer setting that makes every update non-finite (both
+    are checked when made; this catches one set to NaN since)."""
+    decay = getattr(network, "weight_decay_lambda", None)
+    if decay is not None:
+        check_hyperparameter(type(network).__name__, "weight_decay_lambda", decay)
+    optimizer.check_hyperparameters()
 
 
 def _read_losses(losses: list) -> list[float]:

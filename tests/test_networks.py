@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,12 @@ def test_float64_input_on_the_device_is_computed_in_the_networks_dtype(device64)
     assert net.accuracy(x64, device64.asarray(labels)) == net.accuracy(x.astype(np.float32), labels)
     assert float(to_numpy(net.loss(x64, device64.asarray(labels)))) == pytest.approx(
         float(to_numpy(net.loss(x.astype(np.float32), labels))), rel=1e-6)
+
+
+@pytest.mark.parametrize("decay", [float("nan"), float("inf"), -0.1, "heavy"])
+def test_a_weight_decay_that_is_not_a_finite_number_at_least_0_is_refused(decay):
+    """A NaN decay made every weight NaN, and the Trainer then blamed the learning rate."""
+    with pytest.raises(ValueError, match=rf"^MultiLayerNet: weight_decay_lambda must be a finite number >= 0, got "
+                                         rf"weight_decay_lambda={re.escape(repr(decay))} \(0: no weight decay\)$"):
+        MultiLayerNet(4, [3], 2, weight_decay_lambda=decay)
+    assert MultiLayerNet(4, [3], 2, weight_decay_lambda=0).weight_decay_lambda == 0.0

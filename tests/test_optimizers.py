@@ -98,9 +98,38 @@ def test_bad_optimizer_settings_are_named():
         make_optimizer("AdamW")
     with pytest.raises(ValueError, match="bad parameters for optimizer 'SGD'"):
         make_optimizer("SGD", {"momentum": 0.9})
-    with pytest.raises(ValueError, match="the learning rate must be positive, got lr=-0.1"):
+    with pytest.raises(ValueError, match=r"SGD: the learning rate must be a finite number > 0, got lr=-0.1"):
         SGD(lr=-0.1)
     assert isinstance(make_optimizer("ADAM", {"lr": 0.5}), Adam) and make_optimizer("adam").lr == 0.001
+
+
+@pytest.mark.parametrize(
+    "name, settings, message",
+    [
+        ("sgd", {"lr": float("nan")}, r"SGD: the learning rate must be a finite number > 0, got lr=nan"),
+        ("adam", {"lr": float("inf")}, r"Adam: the learning rate must be a finite number > 0, got lr=inf"),
+        ("adagrad", {"lr": 0}, r"AdaGrad: the learning rate must be a finite number > 0, got lr=0"),
+        ("momentum", {"momentum": float("nan")}, r"Momentum: momentum must be a finite number in \[0, 1\), got "
+                                                 r"momentum=nan"),
+        ("nesterov", {"momentum": -0.5}, r"Nesterov: momentum must be a finite number in \[0, 1\), got momentum=-0.5"),
+        ("adam", {"beta1": 1.0}, r"Adam: beta1 must be a finite number in \[0, 1\), got beta1=1.0"),
+        ("adam", {"beta2": "0.9"}, None),
+        ("rmsprop", {"decay_rate": 1.5}, r"RMSprop: decay_rate must be a finite number in \[0, 1\], got "
+                                         r"decay_rate=1.5"),
+    ],
+)
+def test_hyperparameters_that_make_every_update_non_finite_are_refused_when_made(name, settings, message):
+    """lr=inf or a NaN momentum trained on to NaN and was reported as a learning rate too high, at the epoch's end."""
+    if message is None:  # a number in a string is still a number, as float() reads it
+        assert make_optimizer(name, settings).hyperparameters()["beta2"] == 0.9
+        return
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        make_optimizer(name, settings)
+    optimizer = make_optimizer(name)
+    key, value = next(iter(settings.items()))
+    setattr(optimizer, key, value)  # set since: check_hyperparameters (which the Trainer calls) refuses it too
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        optimizer.check_hyperparameters()
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -1,6 +1,8 @@
 """The Trainer: the same batches on every device, history, checkpoints and resume, and its errors."""
 
 import os
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import anynet
 from anynet import Device
 from anynet.io import read_metadata
 from anynet.networks import MultiLayerNet, TwoLayerNet
-from anynet.trainer import ConsoleReporter, Reporter, Trainer, TrainingDivergedError
+from anynet.trainer import DIVERGENCE_FACTOR, ConsoleReporter, Reporter, Trainer, TrainingDivergedError
 from tests.helpers import DEVICE_NAMES, FAST_DEVICES, blobs
 
 # Only where a fused fast path exists does fast_path=True run other code than fast_path=False: only there are both run.
@@ -160,14 +162,149 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
         Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, resume=plain, verbose=False)
 
 
-def test_a_diverging_loss_stops_with_the_epoch_step_and_advice(data, tmp_path):
+def test_a_non_finite_first_loss_blames_the_start_not_the_learning_rate(data, tmp_path):
     net = TwoLayerNet(784, 8, 10, seed=0)
     net.params["W1"][0, 0] = np.nan  # the first step already fails
     checkpoint = tmp_path / "ckpt.npz"
     trainer = Trainer(net, *data, epochs=2, optimizer_param={"lr": 0.5}, checkpoint=checkpoint, verbose=False)
-    with pytest.raises(TrainingDivergedError, match=r"the loss became nan at epoch 1, step 1 of 60 \(step 1 overall\)"):
+    with pytest.raises(TrainingDivergedError, match=r"^the loss became nan at epoch 1, step 1 of 60 \(step 1 "
+                                                    r"overall\)\. It happened at the very first step, before any "
+                                                    r"update could "
+                                                    r"cause it: check the network's initial parameters and the scale "
+                                                    r"of the data$"):
         trainer.train()
     assert not checkpoint.exists(), "a diverged epoch must not be checkpointed"
+
+
+def _diverge_in_epoch_two(device, fast_path, data, tmp_path, lr, **options):
+    """A run that learns for an epoch (Adam 0.01, checkpointed), then gets learning rate ``lr``: returns the
+    trainer, the error it raised, the parameters after epoch 1 and the warnings raised while it trained."""
+    net = MultiLayerNet(784, [32], 10, device=device, seed=0)
+    trainer = Trainer(net, *data, epochs=3, mini_batch_size=200, optimizer="adam", optimizer_param={"lr": 0.01},
+                      seed=0, checkpoint=tmp_path / "ckpt.npz", verbose=False, fast_path=fast_path, **options)
+    trainer.train_epoch()
+    after_one = {name: anynet.to_numpy(value).copy() for name, value in net.params.items()}
+    trainer.optimizer.lr = lr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TrainingDivergedError) as error:
+            trainer.train()
+    return trainer, error.value, after_one, caught
+
+
+@pytest.mark.parametrize("device_name, fast_path", DEVICE_AND_FAST_PATH)
+def test_a_learning_rate_far_too_high_stops_at_the_step_the_loss_explodes(device_name, fast_path, data, tmp_path):
+    """Adam at lr=1e6 used to train on with a loss of 1e20 and accuracy 0.1, and save: a finite loss a thousand
+    times the first one is a divergence, found at its step on every device and path, the last good checkpoint
+    kept."""
+    device = anynet.device(device_name)
+    trainer, error, after_one, caught = _diverge_in_epoch_two(device, fast_path, data, tmp_path, lr=1e6)
+    first = trainer.first_loss
+    assert 2.0 < first < 3.5  # about ln(10): the bound is 1000 times that
+    assert re.fullmatch(
+        r"the loss rose to \S+ at epoch 2, step 2 of 30 \(step 32 overall\), above the divergence bound "
+        rf"{1000 * first:.4g} \(1000 times the run's first loss, {first:.4g}\); the last finite loss was \S+ "
+        r"\(step 31 overall\)\. The learning rate is likely too high for Adam: lr=1e\+06 \(Adam's default is "
+        rf"0\.001\); lower it, e\.g\. to lr=100000\. The checkpoint {re.escape(str(tmp_path / 'ckpt.npz'))} "
+        r"\(epoch 1\) is kept: resume from it with a lower learning rate", str(error)), str(error)
+    assert (error.epoch, error.step) == (2, 32) and error.loss > 1000 * first
+    assert error.last_finite_loss == pytest.approx(trainer.train_loss_list[-1], rel=1) and error.last_finite_loss < 10
+    assert error.checkpoint == (str(tmp_path / "ckpt.npz"), 1) == trainer.last_checkpoint
+    assert trainer.current_epoch == 1 and len(trainer.train_loss_list) == 30 and len(trainer.test_acc_list) == 1
+    assert read_metadata(tmp_path / "ckpt.npz")["epoch"] == 1
+    arrays, _ = anynet.io.load_checkpoint(tmp_path / "ckpt.npz")
+    for name, value in after_one.items():
+        np.testing.assert_array_equal(anynet.to_numpy(arrays["params"][name]), value, err_msg=name)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_an_overflowing_step_is_reported_without_raw_numpy_warnings(data, tmp_path, fast_path):
+    """At lr=1e30 the weights overflow float32 in the first update: NumPy's RuntimeWarnings (overflow, invalid
+    value) were printed at the user and the NaN reported only at the epoch's end."""
+    trainer, error, _, caught = _diverge_in_epoch_two("cpu", fast_path, data, tmp_path, lr=1e30)
+    assert re.match(r"the loss became (nan|inf) at epoch 2, step 2 of 30 \(step 32 overall\); the last finite loss "
+                    r"was \S+ \(step 31 overall\)\. The learning rate is likely too high for Adam: lr=1e\+30",
+                    str(error)), str(error)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+def test_on_a_gpu_the_losses_are_read_a_block_at_a_time_and_the_step_is_still_exact(data, tmp_path, monkeypatch):
+    """No host read per step on a GPU: losses are read LOSS_READ_BLOCK steps at a time, and the divergence is
+    still reported at the step where it happened (the steps after it are lost; the checkpoint is not)."""
+    import anynet.trainer
+
+    reads = []
+    real = anynet.trainer._read_losses
+    monkeypatch.setattr(anynet.trainer, "_read_losses", lambda losses: reads.append(len(losses)) or real(losses))
+    monkeypatch.setattr(anynet.trainer, "LOSS_READ_BLOCK", 7)
+    monkeypatch.setattr(anynet.device("cpu"), "platform", "cuda")  # the Trainer asks the device, as on a GPU
+    trainer, error, after_one, _ = _diverge_in_epoch_two("cpu", True, data, tmp_path, lr=1e6)
+    assert reads == [7, 7, 7, 7, 2, 7]  # epoch 1 in blocks (30 = 4 * 7 + 2); epoch 2 stopped after its first
+    assert (error.epoch, error.step) == (2, 32) and "at epoch 2, step 2 of 30 (step 32 overall)" in str(error)
+    assert read_metadata(tmp_path / "ckpt.npz")["epoch"] == 1
+
+
+class _PoisonOnStep(anynet.optimizers.SGD):
+    """SGD whose update number ``at`` writes NaN into the parameters (the loss of that step is still finite)."""
+
+    def __init__(self, at):
+        super().__init__(lr=0.01)
+        self.at, self.count = at, 0
+
+    def update(self, params, grads):
+        super().update(params, grads)
+        self.count += 1
+        if self.count == self.at:
+            params["W2"][0, 0] = np.nan
+
+
+def test_parameters_made_non_finite_by_an_epochs_last_update_are_never_checkpointed(data, tmp_path):
+    checkpoint = tmp_path / "ckpt.npz"
+    net = TwoLayerNet(784, 8, 10, seed=0)
+    trainer = Trainer(net, *data, epochs=3, optimizer=_PoisonOnStep(at=120), checkpoint=checkpoint, verbose=False)
+    with pytest.raises(TrainingDivergedError, match=r"^the parameters became non-finite \(NaN or infinity\) in the "
+                                                    r"update at epoch 2, step 60 of 60 \(step 120 overall\); the "
+                                                    r"last finite loss was \S+ \(step 120 overall\)\. The learning "
+                                                    r"rate is likely too high for _PoisonOnStep: lr=0\.01;"):
+        trainer.train()
+    assert read_metadata(checkpoint)["epoch"] == 1 and trainer.current_epoch == 1
+
+
+@pytest.mark.parametrize("optimizer, param, batch", [
+    ("sgd", {"lr": 0.1}, 100), ("adam", {"lr": 0.001}, 100), ("adam", {"lr": 0.01}, 100),
+    ("momentum", {"lr": 0.1}, 100), ("adagrad", {"lr": 0.1}, 100), ("rmsprop", {"lr": 0.01}, 100),
+    ("sgd", {"lr": 0.01}, 1), ("adam", {"lr": 0.001}, 1),
+])
+def test_the_divergence_bound_leaves_usual_runs_alone(data, optimizer, param, batch):
+    """The usual rates, batches down to one sample: the largest step loss stays far below the bound (on real
+    Fashion-MNIST, AdaGrad 0.1 and RMSprop 0.01 spike to about 60 times the first loss and still learn)."""
+    x, t = (data[0][:1000], data[1][:1000]) if batch == 1 else data[:2]
+    trainer = Trainer(MultiLayerNet(784, [100, 100], 10, seed=0), x, t, *data[2:], epochs=2, mini_batch_size=batch,
+                      optimizer=optimizer, optimizer_param=param, seed=0, verbose=False)
+    trainer.train()
+    assert max(trainer.train_loss_list) < 0.1 * DIVERGENCE_FACTOR * max(1.0, trainer.first_loss)
+    assert trainer.test_acc_list[-1] > 0.8
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda net, opt: setattr(net, "weight_decay_lambda", float("nan")),
+         r"MultiLayerNet: weight_decay_lambda must be a finite number >= 0, got weight_decay_lambda=nan"),
+        (lambda net, opt: setattr(opt, "lr", float("inf")),
+         r"Adam: the learning rate must be a finite number > 0, got lr=inf"),
+        (lambda net, opt: setattr(opt, "beta2", 1.0),
+         r"Adam: beta2 must be a finite number in \[0, 1\), got beta2=1.0"),
+    ],
+)
+def test_settings_spoiled_after_construction_are_refused_before_the_first_step(data, spoil, message):
+    """A NaN weight decay made every weight NaN and was then blamed on the learning rate."""
+    net = MultiLayerNet(784, [8], 10, weight_decay_lambda=0.01, seed=0)
+    optimizer = anynet.optimizers.Adam()
+    spoil(net, optimizer)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        Trainer(net, *data, optimizer=optimizer, verbose=False)
 
 
 def test_non_finite_data_is_refused_before_the_first_step(device, data):
