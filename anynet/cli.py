@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -51,16 +53,66 @@ def _pick_device(spec: str):
     return where
 
 
+# What `anynet train` loads its data with (load_dataset's options), recorded beside the weights it saves so that
+# `anynet evaluate` prepares the test images the same way.
+PREPROCESSING = {"normalize": True, "flatten": True, "one_hot_label": False}
+
+
+def _path(value: str | None) -> str | None:
+    """A path option with ~ expanded (``--save=~/m.npz`` reaches us unexpanded: the shell expands only a word's
+    start)."""
+    return None if value is None else os.path.expanduser(value)
+
+
 def _check_output_path(option: str, path: str | None) -> None:
     """Fail now, not after training, on an output file that cannot be written (a --plot also needs matplotlib)."""
     if path is None:
         return
-    if not Path(path).expanduser().resolve().parent.is_dir():
-        raise UserError(f"{option} {path}: the folder {Path(path).expanduser().resolve().parent} does not exist")
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{option} {path}: is a folder; name a file in it, e.g. {target / _EXAMPLE_NAMES[option]}")
+    folder = target.resolve().parent
+    if not folder.exists():
+        raise UserError(f"{option} {path}: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{option} {path}: {folder} is not a folder")
+    try:  # the one sure test that the folder takes a new file: make one (as the atomic write will) and remove it
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".probe")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"{option} {path}: cannot write in the folder {folder} ({_reason(error)}); "
+                        "choose a writable folder") from None
     if option == "--plot":
         from .plot import _pyplot
 
         _pyplot()
+
+
+_EXAMPLE_NAMES = {"--save": "model.npz", "--plot": "plot.png", "--checkpoint": "checkpoint.npz"}
+
+
+def _reason(error: OSError) -> str:
+    """An OSError's reason without the file it names (a hidden temporary file, when the write was atomic)."""
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _check_data_dir(path: str | None) -> None:
+    if path is not None and not Path(path).is_dir():
+        raise UserError(f"--data-dir {path}: no such folder (expected the folder that holds mnist/ and "
+                        "fashion-mnist/, as ANYNET_DATA does)")
+
+
+def _check_distinct(paths: dict[str, str | None]) -> None:
+    """Two options naming one file would overwrite each other."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = Path(path).resolve()
+        if key in seen:
+            raise UserError(f"{seen[key]} and {option} name the same file {path}; give each its own file")
+        seen[key] = option
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -70,16 +122,24 @@ def _train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     # Everything that can fail is checked before the first step, so no training is lost to a typo.
-    for option, path in (("--save", args.save), ("--plot", args.plot), ("--checkpoint", args.checkpoint)):
+    save, plot, checkpoint = _path(args.save), _path(args.plot), _path(args.checkpoint)
+    resume, data_dir = _path(args.resume), _path(args.data_dir)
+    for option, path in (("--save", save), ("--plot", plot), ("--checkpoint", checkpoint)):
         _check_output_path(option, path)
-    if args.resume is not None and not Path(args.resume).is_file():
+    # --checkpoint may be the --resume file (the run goes on writing it); --save may not overwrite it
+    _check_distinct({"--save": save, "--plot": plot, "--checkpoint": checkpoint})
+    _check_distinct({"--resume": resume, "--save": save})
+    if resume is not None and not Path(resume).is_file():
         raise UserError(f"--resume {args.resume}: no such checkpoint file")
+    _check_data_dir(data_dir)
     if args.model == "two-layer" and len(args.hidden) != 1:
         raise UserError(f"--model two-layer takes one --hidden size, got {len(args.hidden)}: {args.hidden}")
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     where = _pick_device(args.device)
-    (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, root=args.data_dir)
+    (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, PREPROCESSING["normalize"],
+                                                        PREPROCESSING["flatten"], PREPROCESSING["one_hot_label"],
+                                                        data_dir=data_dir)
     print(f"data: {args.dataset}, {x_train.shape[0]} training and {x_test.shape[0]} test images")
     network: TwoLayerNet | MultiLayerNet
     if args.model == "two-layer":
@@ -92,62 +152,86 @@ def _train(args: argparse.Namespace) -> int:
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=args.batch_size,
                       optimizer=args.optimizer, optimizer_param=optimizer_param, seed=args.seed,
-                      checkpoint=args.checkpoint, resume=args.resume)
-    history = trainer.train()
-    if args.save is not None:
-        save_params(args.save, network.params,
-                    metadata={"architecture": network.architecture(), "dataset": args.dataset,
-                              "test_accuracy": history["final_test_accuracy"]})
-        print(f"saved the weights to {args.save} (anynet evaluate --weights {args.save})")
-    if args.plot is not None:
+                      checkpoint=checkpoint, resume=resume)
+    try:
+        history = trainer.train()
+    except OSError as error:  # the only file written while training is the checkpoint
+        if checkpoint is None:
+            raise
+        raise UserError(f"--checkpoint {checkpoint}: could not write it after epoch {trainer.current_epoch}: "
+                        f"{_reason(error)}") from None
+    if save is not None:
+        try:
+            save_params(save, network, metadata={"dataset": args.dataset, "preprocessing": PREPROCESSING,
+                                                 "test_accuracy": history["final_test_accuracy"]})
+        except OSError as error:
+            kept = f"; the checkpoint {checkpoint} holds the same weights" if checkpoint is not None else ""
+            raise UserError(f"--save {save}: could not write the weights: {_reason(error)}{kept}") from None
+        print(f"saved the weights to {save} (anynet evaluate --weights {save})")
+    if plot is not None:
         from .plot import plot_training_curves
 
-        plot_training_curves(history, args.plot)
-        print(f"saved the training curves to {args.plot}")
+        try:
+            plot_training_curves(history, plot)
+        except OSError as error:
+            raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
+        print(f"saved the training curves to {plot}")
     return 0
 
 
-def _network_from_file(path: str, where):
-    """The network a weights file holds: anynet's own .npz (with its architecture), or the book's sigmoid net."""
-    from .io import load_params, read_metadata
-    from .networks import MultiLayerNet
+def _parse_sizes(text: str) -> list[int]:
+    """``--sizes 784,100,10`` (or 784-100-10, as anynet prints them) as layer sizes."""
+    parts = text.replace("-", ",").split(",")
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected layer sizes such as 784,100,10")
+    return sizes
 
-    params = load_params(path, device=where, dtype="float32")
-    architecture = read_metadata(path).get("architecture")
-    if architecture is None:  # the book's pickles: W1, b1, ..., sigmoid hidden layers, softmax output
-        depth = sum(1 for name in params if name.startswith("W"))
-        names = [f"{p}{i}" for i in range(1, depth + 1) for p in "Wb"]
-        if depth == 0 or sorted(params) != sorted(names):
-            raise UserError(f"{path}: holds {', '.join(sorted(params))}; expected W1, b1, ..., Wn, bn")
-        sizes = [params["W1"].shape[0]] + [params[f"W{i}"].shape[1] for i in range(1, depth + 1)]
-        architecture = {"sizes": sizes, "activation": "sigmoid"}
-    sizes = architecture["sizes"]
-    network = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation=architecture["activation"], device=where)
-    return network.load_params(params)
+
+def _dashed(sizes) -> str:
+    return "-".join(map(str, sizes))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .datasets import DATASETS, load_dataset
+    from .io import read_network_file
     from .metrics import confusion_matrix
+    from .networks import ACTIVATIONS, MultiLayerNet
 
-    if not Path(args.weights).is_file():
+    weights, plot, data_dir = os.path.expanduser(args.weights), _path(args.plot), _path(args.data_dir)
+    if not Path(weights).is_file():
         raise UserError(f"--weights {args.weights}: no such file")
-    _check_output_path("--plot", args.plot)
+    _check_output_path("--plot", plot)
+    _check_data_dir(data_dir)
+    model = read_network_file(weights)  # checked here: a bad file fails before the data is loaded
+    architecture, dataset, preprocessing, assumed = _settings(args, model)
+    if architecture["activation"] not in ACTIVATIONS:
+        raise UserError(f"{weights}: metadata 'architecture' activation {architecture['activation']!r}, expected "
+                        f"one of {', '.join(ACTIVATIONS)}")
+    sizes = architecture["sizes"]
+    if sizes[0] != 784 or sizes[-1] != 10:
+        raise UserError(f"{weights}: a {_dashed(sizes)} network cannot classify {dataset} (784 inputs, 10 classes)")
     where = _pick_device(args.device)
-    network = _network_from_file(args.weights, where)
-    x, t = load_dataset(args.dataset, split="test", root=args.data_dir)
-    if network.input_size != x.shape[1] or network.output_size != 10:
-        raise UserError(f"{args.weights}: a {'-'.join(map(str, network.sizes))} network cannot classify "
-                        f"{args.dataset} (784 inputs, 10 classes)")
-    x, t = where.asarray(x), where.asarray(t)
+    network = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation=architecture["activation"], device=where)
+    network.load_params(model.params)
+    x, t = load_dataset(dataset, normalize=preprocessing.get("normalize", True), flatten=True, split="test",
+                        data_dir=data_dir)
+    if x.shape[0] == 0:
+        raise UserError(f"the {dataset} test split holds no images: nothing to evaluate")
+    shown = "normalized to [0, 1]" if preprocessing.get("normalize", True) else "pixels 0..255"
+    print(f"data: {dataset} test split, {shown}{' (' + assumed + ')' if assumed else ''}")
+    x, t = where.asarray(x, dtype="float32"), where.asarray(t)
     xp = where.xp
     scores = xp.concat([network.predict(x[start:stop, ...]) for start, stop in chunk_bounds(x.shape[0], 10000)])
     counts = to_numpy(confusion_matrix(t, scores, 10)).tolist()
-    names = DATASETS[args.dataset].class_names
+    names = DATASETS[dataset].class_names
     correct = sum(counts[i][i] for i in range(10))
     total = sum(map(sum, counts))
-    print(f"model: {'-'.join(map(str, network.sizes))} {network.activation}, from {args.weights}")
-    print(f"accuracy: {correct / total:.4f} ({correct} of {total} {args.dataset} test images)")
+    print(f"model: {_dashed(network.sizes)} {network.activation}, from {weights}")
+    print(f"accuracy: {correct / total:.4f} ({correct} of {total} {dataset} test images)")
     print("per-class accuracy:")
     width = max(len(name) for name in names)
     for i, name in enumerate(names):
@@ -156,13 +240,58 @@ def _evaluate(args: argparse.Namespace) -> int:
     print("      " + "".join(f"{j:>6}" for j in range(10)))
     for i, row in enumerate(counts):
         print(f"  {i:>2}  " + "".join(f"{value:>6}" for value in row))
-    if args.plot is not None:
+    if plot is not None:
         from .functions import softmax
         from .plot import plot_misclassified
 
-        plot_misclassified(x, t, softmax(scores), args.plot, class_names=names)
-        print(f"saved misclassified test images to {args.plot}")
+        try:
+            plot_misclassified(x, t, softmax(scores), plot, class_names=names)
+        except OSError as error:
+            raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
+        print(f"saved misclassified test images to {plot}")
     return 0
+
+
+def _settings(args: argparse.Namespace, model) -> tuple[dict, str, dict, str]:
+    """(architecture, dataset, preprocessing, what was assumed) for evaluating ``model``: what its file records,
+    what the command line names, and for the book's pickles the book's sigmoid MNIST network. A file that
+    records neither, or a command line that contradicts the file, is a UserError naming both."""
+    path, recorded = model.path, model.metadata
+    architecture = recorded.get("architecture")
+    if architecture is None and model.pickle:  # the book's format: chapter 3's sigmoid network on MNIST
+        architecture = {"sizes": model.sizes, "activation": args.activation or "sigmoid"}
+    dataset = recorded.get("dataset") or ("mnist" if model.pickle and not args.dataset else None)
+    dataset_fix = "--dataset mnist (or fashion-mnist)"
+    if architecture is None and args.activation is None:
+        also = f" {dataset_fix}" if dataset is None and args.dataset is None else ""
+        raise UserError(f"{path}: records no architecture, so its activation is unknown (an .npz saved with "
+                        f"save_params(path, network.params)?); name it: --sizes {','.join(map(str, model.sizes))} "
+                        f"--activation relu (or sigmoid){also}, or save the network itself: "
+                        "anynet.save_params(path, network)")
+    if dataset is None and args.dataset is None:
+        raise UserError(f"{path}: records no dataset, so which test images to score is unknown; name it: "
+                        f"{dataset_fix}, or save it with the weights: anynet.save_params(path, network, "
+                        "metadata={\"dataset\": \"mnist\"})")
+    if architecture is None:
+        architecture = {"sizes": args.sizes or model.sizes, "activation": args.activation}
+    elif not model.pickle and args.activation is not None and args.activation != architecture["activation"]:
+        raise UserError(f"--activation {args.activation}: {path} records {architecture['activation']}; "
+                        "leave out --activation")
+    if args.sizes is not None and args.sizes != model.sizes:
+        raise UserError(f"--sizes {','.join(map(str, args.sizes))}: the weights in {path} are a "
+                        f"{_dashed(model.sizes)} network")
+    if args.dataset is not None and recorded.get("dataset") not in (None, args.dataset):
+        raise UserError(f"--dataset {args.dataset}: {path} was trained on {recorded['dataset']}; leave out "
+                        f"--dataset, or name {recorded['dataset']}")
+    dataset = args.dataset or dataset
+    assert dataset is not None  # refused above otherwise
+    preprocessing = recorded.get("preprocessing")
+    assumed = "" if preprocessing is not None else "not recorded in the file: the book's normalize=True"
+    return architecture, dataset, preprocessing or {}, assumed
+
+
+DATA_DIR_HELP = ("the folder that holds mnist/ and fashion-mnist/, as ANYNET_DATA does (a folder holding the "
+                 "files themselves works too); searched before ANYNET_DATA, the user cache and /usr/share/datasets")
 
 
 def build_parser(with_bench_options: bool = True) -> argparse.ArgumentParser:
@@ -201,15 +330,22 @@ def build_parser(with_bench_options: bool = True) -> argparse.ArgumentParser:
     train.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
     train.add_argument("--checkpoint", metavar="FILE.npz", help="write a checkpoint after every epoch")
     train.add_argument("--resume", metavar="FILE.npz", help="continue from a checkpoint")
-    train.add_argument("--data-dir", metavar="DIR", help="folder with the dataset's files (else the usual places)")
+    train.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of weights")
     evaluate.add_argument("--weights", required=True, metavar="FILE",
-                          help="an .npz from anynet train --save, or the book's pickle (e.g. sample_weight.pkl)")
-    evaluate.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+                          help="an .npz from anynet train --save or anynet.save_params(path, network), or the "
+                               "book's pickle (e.g. sample_weight.pkl: a sigmoid network for MNIST)")
+    evaluate.add_argument("--dataset", default=None, choices=["mnist", "fashion-mnist"],
+                          help="default: the one recorded in the weights file (the book's pickles: mnist)")
+    evaluate.add_argument("--sizes", type=_parse_sizes, metavar="N,N,...",
+                          help="layer sizes, e.g. 784,100,100,10: checked against the weights (for a file that "
+                               "records no architecture)")
+    evaluate.add_argument("--activation", choices=["relu", "sigmoid"],
+                          help="the hidden layers' activation, for a file that records no architecture")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--data-dir", metavar="DIR")
+    evaluate.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     evaluate.add_argument("--plot", metavar="FILE.png", help="save a grid of misclassified test images")
     evaluate.set_defaults(run=_evaluate)
 
@@ -286,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anynet {args.command}: interrupted", file=sys.stderr)
         return 130
     except (UserError, ValueError, TypeError, OSError, ImportError, FloatingPointError) as error:
-        # the first line is the reason; dataset errors add where they looked and how to fix it
-        print(f"anynet {args.command}: error: {error}", file=sys.stderr)
+        # the first line is the reason; dataset errors add where they looked and how to fix it, in the command's words
+        print(f"anynet {args.command}: error: {getattr(error, 'cli_message', error)}", file=sys.stderr)
         return 1
 
 

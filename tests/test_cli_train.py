@@ -13,8 +13,8 @@ def synthetic(monkeypatch):
     x, t = blobs(2500, seed=4)
     calls = []
 
-    def fake_load(name, *args, split=None, root=None, **options):
-        calls.append((name, split, root))
+    def fake_load(name, *args, split=None, data_dir=None, **options):
+        calls.append((name, split, data_dir))
         train, test = (x[:2000], t[:2000]), (x[2000:], t[2000:])
         return test if split == "test" else train if split == "train" else (train, test)
 
@@ -25,21 +25,26 @@ def synthetic(monkeypatch):
 def test_train_save_evaluate(synthetic, tmp_path, capsys):
     model = tmp_path / "model.npz"
     code = cli.main(["train", "--dataset", "fashion-mnist", "--epochs", "2", "--hidden", "32", "16", "--device", "cpu",
-                     "--save", str(model), "--checkpoint", str(tmp_path / "ckpt.npz"), "--data-dir", "somewhere"])
+                     "--save", str(model), "--checkpoint", str(tmp_path / "ckpt.npz"), "--data-dir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "device: cpu\n" in out and "model: mlp 784-32-16-10, relu" in out
     assert "training on cpu: 20 steps per epoch of 100, 2 epochs, Adam" in out
     final = float(out.split("final test accuracy: ")[1].split()[0])
-    assert final > 0.9 and synthetic == [("fashion-mnist", None, "somewhere")]
+    assert final > 0.9 and synthetic == [("fashion-mnist", None, str(tmp_path))]
     meta = read_metadata(model)
-    assert meta["architecture"] == {"sizes": [784, 32, 16, 10], "activation": "relu"}
+    assert meta == {"architecture": {"sizes": [784, 32, 16, 10], "activation": "relu"}, "dataset": "fashion-mnist",
+                    "preprocessing": {"normalize": True, "flatten": True, "one_hot_label": False},
+                    "test_accuracy": meta["test_accuracy"]}
     assert meta["test_accuracy"] == pytest.approx(final, abs=1e-4)
     assert read_metadata(tmp_path / "ckpt.npz")["epoch"] == 2
 
-    argv = ["evaluate", "--weights", str(model), "--dataset", "fashion-mnist", "--device", "strict:device1"]
+    # the dataset is the one the file records: no --dataset needed
+    argv = ["evaluate", "--weights", str(model), "--device", "strict:device1"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
+    assert synthetic[-1] == ("fashion-mnist", "test", None)
+    assert "data: fashion-mnist test split, normalized to [0, 1]\n" in out
     assert f"accuracy: {final:.4f} ({round(final * 500)} of 500 fashion-mnist test images)" in out
     assert "  0  T-shirt/top" in out and "confusion matrix (rows: true class, columns: predicted class):" in out
     rows = [line.split()[1:] for line in out.splitlines()[-10:]]
@@ -80,7 +85,7 @@ def test_evaluate_takes_the_books_sigmoid_pickle(synthetic, tmp_path, capsys):
         (["train", "--model", "two-layer", "--hidden", "10", "20"], "--model two-layer takes one --hidden size"),
         (["train", "--epochs", "0"], "--epochs and --batch-size must be at least 1"),
         (["train", "--device", "tpu"], "unknown device 'tpu'"),
-        (["train", "--device", "cpu", "--lr", "-1"], "the learning rate must be positive, got lr=-1.0"),
+        (["train", "--device", "cpu", "--lr", "-1"], "got lr=-1.0"),
         (["evaluate", "--weights", "/nonexistent.npz"], "--weights /nonexistent.npz: no such file"),
     ],
 )
@@ -115,6 +120,54 @@ def test_train_plots_and_evaluate_plots(synthetic, tmp_path, capsys):
 
 def test_evaluate_refuses_weights_of_another_shape(synthetic, tmp_path, capsys):
     path = save_params(tmp_path / "small.npz", {"W1": np.zeros((20, 5), np.float32), "b1": np.zeros(5, np.float32),
-                                                "W2": np.zeros((5, 3), np.float32), "b2": np.zeros(3, np.float32)})
+                                                "W2": np.zeros((5, 3), np.float32), "b2": np.zeros(3, np.float32)},
+                       metadata={"architecture": {"sizes": [20, 5, 3], "activation": "relu"}, "dataset": "mnist"})
     assert cli.main(["evaluate", "--weights", str(path), "--device", "cpu"]) == 1
     assert "a 20-5-3 network cannot classify mnist (784 inputs, 10 classes)" in capsys.readouterr().err
+
+
+def test_a_failing_final_write_names_the_target_not_the_temporary_file(synthetic, tmp_path, monkeypatch, capsys):
+    model, checkpoint = tmp_path / "model.npz", tmp_path / "ckpt.npz"
+    real_savez = np.savez
+
+    def full_disk(sink, **arrays):
+        if "W1" in arrays:  # the weights; the checkpoint's arrays are named param/W1, ...
+            raise OSError(28, "No space left on device")
+        real_savez(sink, **arrays)
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    argv = ["train", "--epochs", "1", "--hidden", "8", "--device", "cpu", "--save", str(model), "--checkpoint",
+            str(checkpoint)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "final test accuracy" in captured.out
+    assert captured.err == (f"anynet train: error: --save {model}: could not write the weights: No space left on "
+                            f"device; the checkpoint {checkpoint} holds the same weights\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]  # no temporary file left behind
+
+
+def test_evaluate_refuses_an_empty_test_set(synthetic, tmp_path, monkeypatch, capsys):
+    from anynet.networks import MultiLayerNet
+
+    def no_images(name, *args, split=None, **options):
+        return np.zeros((0, 784), np.float32), np.zeros(0, np.int64)
+
+    monkeypatch.setattr(datasets, "load_dataset", no_images)
+    path = save_params(tmp_path / "m.npz", MultiLayerNet(784, [8], 10, seed=0), metadata={"dataset": "mnist"})
+    assert cli.main(["evaluate", "--weights", str(path), "--device", "cpu"]) == 1
+    assert capsys.readouterr().err == "anynet evaluate: error: the mnist test split holds no images: nothing to " \
+                                      "evaluate\n"
+
+
+def test_a_failing_checkpoint_write_names_the_checkpoint(synthetic, tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "ckpt.npz"
+
+    def full_disk(sink, **arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    argv = ["train", "--epochs", "2", "--hidden", "8", "--device", "cpu", "--checkpoint", str(checkpoint)]
+    assert cli.main(argv) == 1
+    assert capsys.readouterr().err == (f"anynet train: error: --checkpoint {checkpoint}: could not write it after "
+                                       "epoch 1: No space left on device\n")
+    assert list(tmp_path.iterdir()) == []

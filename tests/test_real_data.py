@@ -153,3 +153,117 @@ def test_anynet_train_defaults_reach_the_target_on_fashion_mnist(tmp_path):
          "fashion-mnist", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert f"accuracy: {final:.4f}" in evaluated.stdout
+
+
+# -- the anynet command on the real files ------------------------------------------------------------------------
+
+
+def _anynet(*args, env=None, preexec_fn=None):
+    return subprocess.run([sys.executable, "-m", "anynet", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=300, preexec_fn=preexec_fn)
+
+
+def _environment(**changes):
+    env = {key: value for key, value in os.environ.items() if key != "ANYNET_DATA"}
+    env.update(changes)
+    return env
+
+
+def _accuracy(params, x, t, activation):
+    hidden = x
+    depth = len(params) // 2
+    for i in range(1, depth):
+        a = hidden @ params[f"W{i}"] + params[f"b{i}"]
+        hidden = np.maximum(a, 0) if activation == "relu" else 1 / (1 + np.exp(-a))
+    scores = hidden @ params[f"W{depth}"] + params[f"b{depth}"]
+    return int(np.sum(np.argmax(scores, axis=1) == t))
+
+
+def test_the_books_sample_weight_pickle_scores_the_books_accuracy():
+    weights = Path(DATA, "book", "sample_weight.pkl")
+    if not weights.is_file():
+        pytest.skip(f"{weights} absent")
+    result = _anynet("evaluate", "--weights", weights, "--device", "cpu", env=_environment(ANYNET_DATA=DATA))
+    assert result.returncode == 0, result.stderr
+    assert f"model: 784-50-100-10 sigmoid, from {weights}\n" in result.stdout
+    assert "accuracy: 0.9352 (9352 of 10000 mnist test images)\n" in result.stdout  # the book's chapter 3: 0.9352
+
+
+def test_an_npz_without_architecture_is_scored_as_the_architecture_named(tmp_path):
+    from anynet.io import save_params
+    from anynet.networks import MultiLayerNet
+    from anynet.trainer import Trainer
+
+    x, t = datasets.load_mnist(split="test", download=False)
+    net = MultiLayerNet(784, [100], 10, activation="relu", seed=0)  # a ReLU network that has learnt something
+    Trainer(net, x[:5000], t[:5000], x[5000:6000], t[5000:6000], epochs=2, mini_batch_size=100, optimizer="Adam",
+            device="cpu", seed=0, verbose=False).train()
+    params = {name: np.asarray(value) for name, value in net.params.items()}
+    as_relu, as_sigmoid = _accuracy(params, x, t, "relu"), _accuracy(params, x, t, "sigmoid")
+    assert as_relu > 8000 and as_relu - as_sigmoid > 1000  # read as sigmoid, it would score far lower
+    path = save_params(tmp_path / "model.npz", net.params)  # a dict: no architecture recorded
+    refused = _anynet("evaluate", "--weights", path, "--device", "cpu", env=_environment(ANYNET_DATA=DATA))
+    assert refused.returncode == 1 and "records no architecture" in refused.stderr and refused.stdout == ""
+    # named on the command line; --data-dir is the folder that holds mnist/, as ANYNET_DATA is
+    result = _anynet("evaluate", "--weights", path, "--activation", "relu", "--dataset", "mnist", "--data-dir", DATA,
+                     "--device", "cpu", env=_environment())
+    assert result.returncode == 0, result.stderr
+    assert "model: 784-100-10 relu" in result.stdout
+    assert f"accuracy: {as_relu / 10000:.4f} ({as_relu} of 10000 mnist test images)\n" in result.stdout
+
+
+def test_train_records_its_dataset_and_evaluate_uses_it(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _environment(ANYNET_DATA=DATA, HOME=str(home))
+    trained = _anynet("train", "--dataset", "fashion-mnist", "--epochs", "1", "--hidden", "10", "--device", "cpu",
+                      "--save=~/model.npz", env=env)  # after "=", no shell expands the ~: anynet does
+    assert trained.returncode == 0, trained.stderr
+    assert f"saved the weights to {home / 'model.npz'}" in trained.stdout and (home / "model.npz").is_file()
+    final = float(trained.stdout.split("final test accuracy: ")[1].split()[0])
+    evaluated = _anynet("evaluate", "--weights", "~/model.npz", "--device", "cpu", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "data: fashion-mnist test split, normalized to [0, 1]\n" in evaluated.stdout
+    assert f"accuracy: {final:.4f} ({round(final * 10000)} of 10000 fashion-mnist test images)" in evaluated.stdout
+    mismatch = _anynet("evaluate", "--weights", home / "model.npz", "--dataset", "mnist", "--device", "cpu", env=env)
+    assert mismatch.stderr == (f"anynet evaluate: error: --dataset mnist: {home / 'model.npz'} was trained on "
+                               "fashion-mnist; leave out --dataset, or name fashion-mnist\n")
+
+
+def _file_size_limit(limit):
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail with EFBIG
+
+    return apply
+
+
+def test_a_write_failing_after_training_names_the_target(tmp_path):
+    """A disk that fills up during training (a file size limit stands in for it): one line naming the file asked
+    for, not the hidden temporary file, and nothing half-written left behind."""
+    target = tmp_path / "out" / "model.npz"
+    target.parent.mkdir()
+    result = _anynet("train", "--dataset", "fashion-mnist", "--epochs", "1", "--hidden", "10", "--device", "cpu",
+                     "--save", target, env=_environment(ANYNET_DATA=DATA), preexec_fn=_file_size_limit(16384))
+    assert "final test accuracy" in result.stdout
+    assert result.returncode == 1
+    assert result.stderr == f"anynet train: error: --save {target}: could not write the weights: File too large\n"
+    assert list(target.parent.iterdir()) == []
+
+
+def test_a_fashion_mnist_file_under_mnist_is_refused(tmp_path):
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes(Path(DATA, "fashion-mnist", name).read_bytes())
+    weights = tmp_path / "sample_weight.pkl"
+    _book_style_pickle(weights)
+    result = _anynet("evaluate", "--weights", weights, "--data-dir", tmp_path / "data", "--device", "cpu",
+                     env=_environment())
+    assert result.returncode == 1 and "accuracy" not in result.stdout
+    assert result.stderr == (
+        f"anynet evaluate: error: {folder / 't10k-images-idx3-ubyte.gz'}: expected mnist's t10k-images-idx3-ubyte.gz, "
+        "but it is fashion-mnist's t10k-images-idx3-ubyte.gz (md5 of the uncompressed data "
+        "8181f5470baa50b63fa0f6fddb340f0a, expected 2646ac647ad5339dbf082846283269ea); put the published file there, "
+        "or delete this one and anynet downloads it\n")
