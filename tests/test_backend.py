@@ -144,7 +144,26 @@ def test_namespace_refuses_mixed_libraries_and_devices(mine, other):
     assert f"argument 0: {module}" in message
     assert f"on device {device.name!r}" in message and "argument 2: " in message
     assert f"on device {theirs.name!r}" in message
-    assert f"anynet.device({device.name!r}).asarray(x)" in message
+    # both are host devices: the later argument joins the first one's device, never the device it is already on
+    assert message.endswith(f"Move argument 2 onto argument 0's device {device.name!r} first: "
+                            f"anynet.device({device.name!r}).asarray(<argument 2>).")
+
+
+@pytest.mark.skipif("strict:device1" not in DEVICE_NAMES, reason="needs array-api-strict")
+def test_host_data_meeting_a_gpu_array_is_moved_to_the_gpu_in_the_suggestion(monkeypatch):
+    """forward(network, np.ones(2)) with the weights on a GPU: the fix is to move the data there, whichever argument
+    comes first (strict:device1 poses as the GPU)."""
+    strict = next(library for library in LIBRARIES if library.key == "strict")
+    monkeypatch.setattr(strict, "platform", lambda name: "cuda" if name == "strict:device1" else "cpu")
+    host, gpu = np.ones(2, dtype=np.float32), anynet.device("strict:device1").asarray([1.0, 2.0])
+    for arrays, moved, kept in (((host, gpu), 0, 1), ((gpu, host), 1, 0)):
+        with pytest.raises(TypeError) as caught:
+            anynet.namespace(*arrays)
+        message = str(caught.value)
+        assert f"argument {moved}: numpy ndarray on device 'cpu'" in message
+        assert f"argument {kept}: array_api_strict Array on device 'strict:device1'" in message
+        assert message.endswith(f"Move argument {moved} onto argument {kept}'s device 'strict:device1' first: "
+                                f"anynet.device('strict:device1').asarray(<argument {moved}>).")
 
 
 @pytest.mark.parametrize("source, target", [pair for pair in itertools.permutations(DEVICE_NAMES, 2)
@@ -169,3 +188,15 @@ def test_a_move_between_gpu_libraries_copies_after_dlpack(monkeypatch):
     moved = anynet.device("torch:cpu").asarray(original)
     original[...] = 9.0
     np.testing.assert_array_equal(to_numpy(moved), [0, 1, 2, 3])
+
+
+def test_a_strict_device_without_int64_is_not_offered_and_says_why():
+    pytest.importorskip("array_api_strict")
+    strict = next(library for library in LIBRARIES if library.key == "strict")
+    why = ("array-api-strict's no_x64 has no int64, which anynet's class labels and counts are (as the book's "
+           "load_mnist gives them); 'strict:no_float64' tests without float64")
+    assert "strict:no_x64" not in anynet.available_devices() and "strict:no_float64" in anynet.available_devices()
+    assert strict.unusable_reason("strict:no_x64") == f"device 'strict:no_x64' cannot run anynet: {why}"
+    with pytest.raises(ValueError) as caught:
+        anynet.device("strict:no_x64")
+    assert str(caught.value) == f"device 'strict:no_x64' cannot run anynet: {why}"

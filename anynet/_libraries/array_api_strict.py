@@ -1,6 +1,8 @@
 """array-api-strict: the standard and nothing more; anynet's "strict", "strict:device1", "strict:no_float64".
 
-Its device1 refuses any mix with another device, so a test that passes there proves no hidden host copy.
+Its device1 refuses any mix with another device, so a test that passes there proves no hidden host copy. Its devices
+without int64 (no_x64) are not offered: anynet's class labels are int64, as the book's load_mnist gives them, and
+its counts (accuracy, confusion matrix) are int64 too, so training there fails on the first labels moved.
 """
 
 from __future__ import annotations
@@ -40,8 +42,23 @@ class ArrayApiStrict(Library):
         return type(x).__module__.startswith("array_api_strict")
 
     def _device_names(self) -> list[str]:
-        strict = self.import_module()
-        return [_anynet_name(_native_name(d)) for d in strict.__array_namespace_info__().devices()]
+        return [name for name, has_int64 in self._devices() if has_int64]
+
+    def _devices(self) -> list[tuple[str, bool]]:
+        """(anynet name, whether it has int64) of each of array-api-strict's devices."""
+        info = self.import_module().__array_namespace_info__()
+        return [(_anynet_name(_native_name(d)), "int64" in info.dtypes(device=d)) for d in info.devices()]
+
+    def _without_int64(self) -> list[str]:
+        try:
+            return [name for name, has_int64 in self._devices() if not has_int64] if self.probe()[0] else []
+        except Exception:
+            return []
+
+    @staticmethod
+    def _no_int64_reason(name: str) -> str:
+        return (f"array-api-strict's {name.removeprefix('strict:')} has no int64, which anynet's class labels and "
+                "counts are (as the book's load_mnist gives them); 'strict:no_float64' tests without float64")
 
     def canonical(self, text: str) -> str | None:
         lowered = text.lower()
@@ -53,6 +70,8 @@ class ArrayApiStrict(Library):
 
     def check(self, spec: str, name: str) -> str | None:
         known = self.device_names()
+        if name in self._without_int64():
+            raise ValueError(f"device {spec!r} cannot run anynet: {self._no_int64_reason(name)}")
         if name not in known:
             raise ValueError(f"unknown array-api-strict device {spec!r}: it has {', '.join(known)}")
         return None
