@@ -148,11 +148,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body, behaviour = route
         if behaviour == "slow":
             time.sleep(1.5)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        # "truncated": promise the whole file, send half, hang up
-        self.wfile.write(body[: len(body) // 2] if behaviour == "truncated" else body)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            # "truncated": promise the whole file, send half, hang up
+            self.wfile.write(body[: len(body) // 2] if behaviour == "truncated" else body)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            # the client hung up first: what the "slow" route is for (the download timed out and moved on)
+            self.close_connection = True
 
     def log_message(self, *args):
         pass
