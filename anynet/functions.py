@@ -6,9 +6,10 @@ computed in float32), and works along the last axis for batched input.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .backend import namespace, native_device
+from .backend import device_of, namespace, native_device
 
 __all__ = [
     "step_function",
@@ -23,6 +24,7 @@ __all__ = [
     "softmax_cross_entropy",
     "sigmoid_grad",
     "relu_grad",
+    "check_labels",
 ]
 
 # The book's guard against log(0) in cross_entropy_error.
@@ -95,8 +97,55 @@ def sum_squared_error(y: Any, t: Any) -> Any:
 mean_squared_error = sum_squared_error
 
 
+def label_dtype_error(classes: int, dtype: Any) -> TypeError:
+    """The one wording, everywhere labels are taken, of labels that are not integers."""
+    return TypeError(f"labels must be integers (class numbers 0..{classes - 1}), got dtype {dtype}; pass one-hot "
+                     "targets as a 2-D array")
+
+
+def label_range_error(classes: int, low: Any, high: Any) -> ValueError:
+    """The one wording, everywhere labels are taken, of labels outside 0..classes-1."""
+    return ValueError(f"labels must be class numbers 0..{classes - 1} for {classes} classes, got labels from {low} "
+                      f"to {high}")
+
+
+def check_labels(xp, t, classes: int):
+    """``(labels, valid)``: integer labels ``t`` (1-D) checked against ``classes``, for indexing.
+
+    Float or bool labels raise TypeError everywhere (``1.5`` must not become class 1). On a host device (NumPy,
+    array-api-strict, PyTorch on the CPU) the range is read (two numbers) and labels outside 0..classes-1 raise
+    ValueError: -1 would otherwise pick the last class, 10 raise a raw IndexError or pick class 0. On a GPU that read
+    would wait for the GPU at every step, so there nothing is read: ``valid`` (a boolean array, else None) marks
+    the good rows, bad labels are replaced by 0 for indexing, and the caller makes the results of the bad rows NaN:
+    never a silent wrong answer, no synchronisation.
+    """
+    if not xp.isdtype(t.dtype, "integral"):
+        raise label_dtype_error(classes, t.dtype)
+    if t.shape[0] == 0:
+        return t, None
+    if device_of(t).platform != "cpu":
+        valid = (t >= 0) & (t < classes)
+        return xp.where(valid, t, xp.zeros_like(t)), valid
+    low, high = int(xp.min(t)), int(xp.max(t))
+    if low < 0 or high >= classes:
+        raise label_range_error(classes, low, high)
+    return t, None
+
+
+def _nan_where_invalid(xp, value, valid):
+    """``value`` (a loss), NaN if any label was invalid (``valid`` from check_labels; None: all were valid)."""
+    return value if valid is None else xp.where(xp.all(valid), value, value * math.nan)
+
+
+def _check_batch(y) -> None:
+    if y.shape[0] == 0:
+        raise ValueError(f"cannot compute the loss of an empty batch (scores of shape {tuple(y.shape)}): pass at "
+                         "least one sample")
+
+
 def _labels_and_batch(xp, y, t):
-    """The book's normalisation of (y, t): 1-D becomes a batch of one, one-hot ``t`` becomes integer labels."""
+    """The book's normalisation of (y, t): 1-D becomes a batch of one, one-hot ``t`` becomes integer labels; labels
+    are checked (check_labels): returns (y, labels, valid)."""
     if not hasattr(t, "shape"):  # a Python int label
         t = xp.asarray(t, device=native_device(y))
     if y.ndim == 1:
@@ -105,16 +154,16 @@ def _labels_and_batch(xp, y, t):
             t = xp.reshape(t, (1, -1))
     if t.ndim == 0:
         t = xp.reshape(t, (1,))
+    _check_batch(y)
     if tuple(t.shape) == tuple(y.shape):
-        t = xp.argmax(t, axis=-1)
-    elif t.ndim != 1 or t.shape[0] != y.shape[0]:
+        return y, xp.argmax(t, axis=-1), None
+    if t.ndim != 1 or t.shape[0] != y.shape[0]:
         raise ValueError(
             f"labels t of shape {tuple(t.shape)} do not fit predictions y of shape {tuple(y.shape)}: expected "
             f"one-hot labels of shape {tuple(y.shape)} or integer labels of shape ({y.shape[0]},)"
         )
-    elif xp.isdtype(t.dtype, "real floating"):
-        t = xp.astype(t, xp.int64)
-    return y, t
+    labels, valid = check_labels(xp, t, y.shape[-1])
+    return y, labels, valid
 
 
 def _pick(xp, y, labels):
@@ -136,8 +185,8 @@ def cross_entropy_error(y: Any, t: Any) -> Any:
     book does) or integer labels (a scalar or shape (batch,)). ``log(y + 1e-7)`` keeps a zero probability finite.
     """
     xp = namespace(y, t)
-    y, labels = _labels_and_batch(xp, _floating(xp, y), t)
-    return -xp.sum(xp.log(_pick(xp, y, labels) + CROSS_ENTROPY_DELTA)) / y.shape[0]
+    y, labels, valid = _labels_and_batch(xp, _floating(xp, y), t)
+    return _nan_where_invalid(xp, -xp.sum(xp.log(_pick(xp, y, labels) + CROSS_ENTROPY_DELTA)) / y.shape[0], valid)
 
 
 def softmax_cross_entropy(logits: Any, t: Any) -> Any:
@@ -152,9 +201,10 @@ def softmax_cross_entropy(logits: Any, t: Any) -> Any:
         t = xp.asarray(t, device=native_device(logits))
     log_p = _log_softmax(xp, logits if logits.ndim > 1 else xp.reshape(logits, (1, -1)))
     if tuple(t.shape) == tuple(logits.shape):
+        _check_batch(log_p)
         return _mean_nll(xp, log_p, xp.reshape(t, log_p.shape))
-    _, labels = _labels_and_batch(xp, log_p, t)
-    return _mean_nll(xp, log_p, labels)
+    _, labels, valid = _labels_and_batch(xp, log_p, t)
+    return _nan_where_invalid(xp, _mean_nll(xp, log_p, labels), valid)
 
 
 def sigmoid_grad(x: Any) -> Any:

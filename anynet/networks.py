@@ -13,7 +13,7 @@ from ._kernels import fused_step as _kernel_step
 from .backend import Device, device_of, host_generator, namespace, on_device_of, same_device, to_numpy
 from .backend import device as make_device
 from .chunking import chunk_bounds
-from .functions import identity_function, sigmoid, softmax
+from .functions import identity_function, label_dtype_error, label_range_error, sigmoid, softmax
 from .gradient import numerical_gradient as _numerical_gradient
 from .layers import Affine, Relu, Sigmoid, SoftmaxWithLoss
 from .optimizers import check_hyperparameter
@@ -211,7 +211,13 @@ class _AffineStack:
 
     @_on_own_device
     def loss(self, x: Any, t: Any) -> Any:
-        """Cross-entropy of softmax(predict(x)) against ``t`` (labels or one-hot), plus the L2 weight decay."""
+        """Cross-entropy of softmax(predict(x)) against ``t`` (labels or one-hot), plus the L2 weight decay.
+
+        Labels are checked as :class:`anynet.layers.SoftmaxWithLoss` checks them: float labels and, on a host
+        device, labels outside 0..classes-1 raise; on a GPU such labels make the loss NaN (checking them there would
+        wait for the GPU at every step). An empty batch raises ValueError.
+        """
+        _check_not_empty("the loss", x)
         t = on_device_of(self.params["W1"], t)
         loss = self.last_layer.forward(self.predict(x), t)
         if self.weight_decay_lambda:
@@ -225,26 +231,39 @@ class _AffineStack:
         """The fraction of samples whose highest score is the label (``t``: labels or one-hot), as a float.
 
         Host input moves onto the device ``batch_size`` rows at a time, so a dataset that does not fit there can
-        still be scored.
+        still be scored. Labels outside 0..classes-1 raise ValueError on every device (their range is read with the
+        count of correct answers: no extra wait), float labels TypeError, an empty batch ValueError.
         """
+        _check_not_empty("the accuracy", x)
         t = on_device_of(self.params["W1"], t)
         xp = namespace(t)
+        n = x.shape[0]
+        if t.shape[0] != n or t.ndim not in (1, 2):
+            raise ValueError(f"labels t of shape {tuple(t.shape)} do not fit x of shape {tuple(x.shape)}: expected "
+                             f"integer labels of shape ({n},) or one-hot targets of shape ({n}, {self.output_size})")
+        if t.ndim == 1 and not xp.isdtype(t.dtype, "integral"):
+            raise label_dtype_error(self.output_size, t.dtype)
         labels = xp.argmax(t, axis=1) if t.ndim != 1 else t
+        # read with the count: the range of integer labels, which a comparison would otherwise quietly miss
+        ends = [xp.astype(xp.min(t), xp.int64), xp.astype(xp.max(t), xp.int64)] if t.ndim == 1 else []
         self._check_features(x)
         fast = label_predictor(self._kernel_spec())
-        n = x.shape[0]
         weights = self.params["W1"]
         if fast is not None and same_device(x, weights) and x.dtype == weights.dtype:
             # already where the weights are: the fast path goes through it in chunks of its own, and the labels
             # are compared once instead of once per chunk
             correct = xp.sum(xp.astype(fast(x, batch_size) == labels, xp.int64))
-            return int(to_numpy(correct)) / n
-        correct = []
-        for start, stop in chunk_bounds(n, batch_size):
-            chunk = on_device_of(self.params["W1"], x[start:stop, ...])
-            guess = fast(chunk, batch_size) if fast is not None else xp.argmax(self.predict(chunk), axis=1)
-            correct.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
-        return int(to_numpy(sum(correct[1:], correct[0]))) / n
+        else:
+            counts = []
+            for start, stop in chunk_bounds(n, batch_size):
+                chunk = on_device_of(self.params["W1"], x[start:stop, ...])
+                guess = fast(chunk, batch_size) if fast is not None else xp.argmax(self.predict(chunk), axis=1)
+                counts.append(xp.sum(xp.astype(guess == labels[start:stop], xp.int64)))
+            correct = sum(counts[1:], counts[0])
+        read = to_numpy(xp.stack([correct, *ends])).tolist()
+        if ends and (read[1] < 0 or read[2] >= self.output_size):
+            raise label_range_error(self.output_size, read[1], read[2])
+        return read[0] / n
 
     @_on_own_device
     def gradient(self, x: Any, t: Any) -> dict[str, Any]:
@@ -290,6 +309,12 @@ class TwoLayerNet(_AffineStack):
                  seed: int | None = None):
         super().__init__([input_size, hidden_size, output_size], [weight_init_std] * 2, activation, 0.0, device,
                          dtype, seed)
+
+
+def _check_not_empty(what: str, x: Any) -> None:
+    if x.shape[0] == 0:
+        raise ValueError(f"cannot compute {what} of an empty batch (x of shape {tuple(x.shape)}): pass at least one "
+                         "sample")
 
 
 def _check_sizes(sizes: Sequence[int]) -> None:

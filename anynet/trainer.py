@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from ._progress import progress_bar
 from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
+from .functions import label_dtype_error, label_range_error
 from .io import architecture_of, load_checkpoint, save_checkpoint
 from .optimizers import Optimizer, check_hyperparameter, make_optimizer
 
@@ -478,12 +479,12 @@ def _check_data(which: str, x, t, network, name: str) -> int:
         raise ValueError(f"{which} data: labels of shape {tuple(t.shape)}, expected ({n},) or ({n}, {classes})")
     elif n and classes is not None:
         xp = namespace(t)
-        lowest, highest = (to_numpy(xp.stack([xp.min(t), xp.max(t)])).tolist() if xp.isdtype(t.dtype, "integral")
-                           else (None, None))
-        if lowest is None or lowest < 0 or highest >= classes:
-            labels = to_numpy(t)  # only to say what is wrong: the run stops here
-            raise ValueError(f"{which} data: labels must be integers in [0, {classes}), got values from "
-                             f"{labels.min()} to {labels.max()} ({labels.dtype})")
+        if not xp.isdtype(t.dtype, "integral"):
+            error: Exception = label_dtype_error(classes, t.dtype)
+            raise type(error)(f"{which} data: {error}")
+        lowest, highest = to_numpy(xp.stack([xp.min(t), xp.max(t)])).tolist()
+        if lowest < 0 or highest >= classes:
+            raise ValueError(f"{which} data: {label_range_error(classes, lowest, highest)}")
     if n == 0:
         raise ValueError(f"{which} data is empty")
     return n

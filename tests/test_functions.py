@@ -196,3 +196,23 @@ def test_sigmoid_is_bounded_monotone_and_never_nan(device, dtype):
         assert (np.diff(s) >= 0).all(), f"not monotone: {np.sort(host)} -> {s}"
 
     check()
+
+
+def test_cross_entropy_refuses_float_and_out_of_range_labels(device):
+    """The functions took float labels by truncating them (1.5 was class 1) and -1 as the last class."""
+    y = device.asarray([Y_RIGHT, Y_WRONG])
+    with pytest.raises(TypeError, match=r"labels must be integers \(class numbers 0\.\.9\), got dtype"):
+        F.cross_entropy_error(y, device.asarray([2.0, 1.5], dtype="float32"))
+    with pytest.raises(TypeError, match=r"labels must be integers \(class numbers 0\.\.9\), got dtype"):
+        F.softmax_cross_entropy(y, device.asarray([2.0, 1.5], dtype="float32"))
+    if device.platform == "cuda":
+        assert np.isnan(float(to_numpy(F.cross_entropy_error(y, device.asarray([2, -1])))))
+        return
+    for function in (F.cross_entropy_error, F.softmax_cross_entropy):
+        with pytest.raises(ValueError, match=r"^labels must be class numbers 0\.\.9 for 10 classes, got labels from "
+                                             r"-1 to 2$"):
+            function(y, device.asarray([2, -1]))
+        with pytest.raises(ValueError, match=r"got labels from 2 to 10$"):
+            function(y, device.asarray([2, 10]))
+    assert_close(F.cross_entropy_error(y, device.asarray([2, 2])), 0.5 * (-np.log(0.6 + 1e-7) - np.log(0.1 + 1e-7)),
+                 device=device, rtol=1e-6)

@@ -311,3 +311,12 @@ def test_fused_step_refuses_labels_out_of_range_and_changes_nothing(device_name,
         np.testing.assert_array_equal(to_numpy(net.params[name]), value)
     with pytest.raises(TypeError, match="labels must be integers"):
         step(where.asarray(x), where.asarray(labels.astype(np.float32)))
+    # the generic path says the same (on a host device; a GPU's generic path makes the loss NaN instead)
+    batch = where.asarray(x[:16]), where.asarray(labels[:16])
+    if where.platform == "cuda":
+        assert np.isnan(float(to_numpy(net.loss(*batch))))
+    else:
+        with pytest.raises(ValueError, match=f"class numbers 0..4 .* got labels {shown}"):
+            net.gradient(*batch)
+    with pytest.raises(TypeError, match="labels must be integers"):
+        net.gradient(batch[0], where.asarray(labels[:16].astype(np.float32)))

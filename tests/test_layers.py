@@ -89,3 +89,58 @@ def test_softmax_with_loss_stays_finite_for_huge_logits(device):
     loss = layer.forward(x, device.asarray([1, 1]))
     assert_close(loss, 1000.0, device=device, rtol=1e-6)  # one sample is right, one off by 2000 nats
     assert_close(layer.backward(), [[0.5, -0.5], [0.0, 0.0]], device=device, atol=1e-7)
+
+
+def _scores_and_labels(device, labels):
+    x = _random(device, (5, 4), seed=11, low=-3, high=3) if device.supports_float64 else \
+        device.asarray(np.random.default_rng(11).uniform(-3, 3, size=(5, 4)), dtype="float32")
+    return x, device.asarray(np.array(labels))
+
+
+@pytest.mark.parametrize("bad, shown", [(-1, "from -1 to 3"), (4, "from 0 to 4"), (1000, "from 0 to 1000")])
+def test_softmax_with_loss_refuses_labels_outside_the_classes(device, bad, shown):
+    """-1 was class 3 on every device; 4 and 1000 raised a raw IndexError on NumPy and were class 0 on torch."""
+    x, t = _scores_and_labels(device, [0, 3, bad, 1, 2])
+    if device.platform == "cuda":  # no check there (it would wait for the GPU): NaN, as the next test shows
+        assert np.isnan(float(to_numpy(SoftmaxWithLoss().forward(x, t))))
+        return
+    with pytest.raises(ValueError, match=rf"^labels must be class numbers 0\.\.3 for 4 classes, got labels {shown}$"):
+        SoftmaxWithLoss().forward(x, t)
+
+
+def test_on_a_gpu_bad_labels_make_the_loss_and_their_rows_nan(device, monkeypatch):
+    """Where reading the labels' range would wait for the GPU at every step (platform "cuda"), a bad label makes
+    the loss NaN and its row of the gradient NaN, the other rows exact: never a silent wrong answer. Run on every
+    device by letting each one say it is a GPU."""
+    monkeypatch.setattr(device, "platform", "cuda")
+    x, t = _scores_and_labels(device, [0, 3, -1, 1, 7])
+    layer = SoftmaxWithLoss()
+    assert np.isnan(float(to_numpy(layer.forward(x, t))))
+    dx = to_numpy(layer.backward())
+    good, bad = [0, 1, 3], [2, 4]
+    host = to_numpy(x)
+    p = np.exp(host - host.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    expected = (p - np.eye(4)[[0, 3, 0, 1, 0]]) / 5
+    np.testing.assert_allclose(dx[good], expected[good], rtol=1e-5, atol=1e-7)
+    assert np.isnan(dx[bad]).all()
+    valid = SoftmaxWithLoss()
+    x_good, t_good = _scores_and_labels(device, [0, 3, 2, 1, 2])
+    assert np.isfinite(float(to_numpy(valid.forward(x_good, t_good))))  # good labels: the usual result
+
+
+def test_softmax_with_loss_refuses_float_labels(device):
+    """1.5 must not become class 1; one-hot targets are 2-D."""
+    x, _ = _scores_and_labels(device, [0, 3, 2, 1, 2])
+    with pytest.raises(TypeError, match=r"^labels must be integers \(class numbers 0\.\.3\), got dtype .*float32.*; "
+                                        r"pass one-hot targets as a 2-D array$"):
+        SoftmaxWithLoss().forward(x, device.asarray([0.0, 1.5, 2.0, 1.0, 3.0], dtype="float32"))
+
+
+def test_softmax_with_loss_refuses_an_empty_batch_and_labels_of_another_length(device):
+    x, t = _scores_and_labels(device, [0, 3, 2, 1, 2])
+    with pytest.raises(ValueError, match=r"^cannot compute the loss of an empty batch \(scores of shape \(0, 4\)\): "
+                                         r"pass at least one sample$"):
+        SoftmaxWithLoss().forward(x[:0, ...], t[:0])
+    with pytest.raises(ValueError, match=r"labels t of shape \(4,\) do not fit scores x of shape \(5, 4\)"):
+        SoftmaxWithLoss().forward(x, t[:4])

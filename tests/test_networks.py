@@ -94,3 +94,55 @@ def test_a_weight_decay_that_is_not_a_finite_number_at_least_0_is_refused(decay)
                                          rf"weight_decay_lambda={re.escape(repr(decay))} \(0: no weight decay\)$"):
         MultiLayerNet(4, [3], 2, weight_decay_lambda=decay)
     assert MultiLayerNet(4, [3], 2, weight_decay_lambda=0).weight_decay_lambda == 0.0
+
+
+def _net_and_data(device, labels=None):
+    net = MultiLayerNet(20, [16], 5, device=device, seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 20)).astype(np.float32)
+    t = rng.integers(0, 5, size=8) if labels is None else np.array(labels)
+    return net, device.asarray(x), device.asarray(t)
+
+
+@pytest.mark.parametrize("bad, shown", [(-1, "from -1 to 4"), (5, "from 0 to 5"), (1000, "from 0 to 1000")])
+def test_loss_gradient_and_accuracy_refuse_labels_outside_the_classes(device, bad, shown):
+    """-1 was the last class, 5 and 1000 a raw IndexError (NumPy) or class 0 (torch); accuracy just counted them
+    wrong. loss and gradient refuse them where checking is cheap; accuracy reads the range with its count anyway,
+    so it refuses them on every device."""
+    net, x, t = _net_and_data(device, [0, 1, 2, 3, 4, bad, 0, 4])
+    message = rf"^labels must be class numbers 0\.\.4 for 5 classes, got labels {shown}$"
+    before = {name: to_numpy(value).copy() for name, value in net.params.items()}
+    with pytest.raises(ValueError, match=message):
+        net.accuracy(x, t)
+    if device.platform == "cuda":
+        assert np.isnan(float(to_numpy(net.loss(x, t))))
+        assert np.isnan(to_numpy(net.gradient(x, t)["W1"])).any()
+        return
+    with pytest.raises(ValueError, match=message):
+        net.loss(x, t)
+    with pytest.raises(ValueError, match=message):
+        net.gradient(x, t)
+    with pytest.raises(ValueError, match=message):
+        net.loss(to_numpy(x), to_numpy(t))  # host labels, moved to the device first
+    for name, value in before.items():
+        np.testing.assert_array_equal(to_numpy(net.params[name]), value)
+
+
+def test_loss_and_accuracy_refuse_float_labels_and_empty_batches(device):
+    net, x, t = _net_and_data(device)
+    floats = device.asarray(to_numpy(t).astype(np.float32) + 0.5)
+    for method in (net.loss, net.gradient, net.accuracy):
+        with pytest.raises(TypeError, match=r"^labels must be integers \(class numbers 0\.\.4\), got dtype"):
+            method(x, floats)
+    with pytest.raises(ValueError, match=r"^cannot compute the loss of an empty batch \(x of shape \(0, 20\)\): "
+                                         r"pass at least one sample$"):
+        net.loss(x[:0, ...], t[:0])
+    with pytest.raises(ValueError, match=r"^cannot compute the accuracy of an empty batch \(x of shape \(0, 20\)\)"):
+        net.accuracy(x[:0, ...], t[:0])
+    with pytest.raises(ValueError, match=r"^cannot compute the loss of an empty batch"):
+        net.gradient(x[:0, ...], t[:0])
+    assert tuple(net.predict(device.asarray(np.zeros((0, 4, 5), dtype=np.float32))).shape) == (0, 5)
+    # the checks leave good labels alone: integer labels and one-hot targets agree
+    one_hot = device.asarray(np.eye(5, dtype=np.float32)[to_numpy(t)])
+    assert net.accuracy(x, t) == net.accuracy(x, one_hot)
+    assert float(to_numpy(net.loss(x, t))) == pytest.approx(float(to_numpy(net.loss(x, one_hot))), rel=1e-6)

@@ -329,17 +329,24 @@ def test_non_finite_data_is_refused_before_the_first_step(device, data):
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    "change, error, message",
     [
-        (lambda d: (d[0], d[1][:-1], d[2], d[3]), r"training data: 6000 samples in x but 5999 labels in t"),
-        (lambda d: (d[0][:, :700], d[1], d[2], d[3]), r"training data: 700 features per sample .* takes 784"),
-        (lambda d: (d[0], d[1] + 5, d[2], d[3]), r"labels must be integers in \[0, 10\), got values from 5 to 14"),
-        (lambda d: (d[0], d[1], d[2], np.eye(12)[d[3] % 12]), r"test data: one-hot labels of width 12"),
-        (lambda d: (d[0], d[1].astype(np.float32), d[2], d[3]), r"labels must be integers .*float32"),
+        (lambda d: (d[0], d[1][:-1], d[2], d[3]), ValueError, r"training data: 6000 samples in x but 5999 labels in t"),
+        (lambda d: (d[0][:, :700], d[1], d[2], d[3]), ValueError,
+         r"training data: 700 features per sample .* takes 784"),
+        (lambda d: (d[0], d[1] + 5, d[2], d[3]), ValueError,
+         r"^training data: labels must be class numbers 0\.\.9 for 10 classes, got labels from 5 to 14$"),
+        (lambda d: (d[0], d[1], d[2], d[3] - 1), ValueError,
+         r"^test data: labels must be class numbers 0\.\.9 for 10 classes, got labels from -1 to 8$"),
+        (lambda d: (d[0], d[1], d[2], np.eye(12)[d[3] % 12]), ValueError, r"test data: one-hot labels of width 12"),
+        (lambda d: (d[0], d[1].astype(np.float32), d[2], d[3]), TypeError,
+         r"^training data: labels must be integers \(class numbers 0\.\.9\), got dtype float32; pass one-hot "
+         r"targets as a 2-D array$"),
     ],
 )
-def test_bad_data_is_refused_before_the_first_step(data, change, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_data_is_refused_before_the_first_step(data, change, error, message):
+    """In the wording of the networks' loss and accuracy and of the fused steps, with the data set's name."""
+    with pytest.raises(error, match=message):
         Trainer(TwoLayerNet(784, 8, 10, seed=0), *change(data), verbose=False)
 
 
@@ -491,5 +498,6 @@ def test_labels_on_the_device_are_checked_where_they_are(data, monkeypatch):
     Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), *on_device, verbose=False)
     assert copied == [(), (2,), (), (2,)]  # per set: the count of non-finite inputs, the labels' two ends
     bad = where.asarray(data[1] + 5)
-    with pytest.raises(ValueError, match=r"labels must be integers in \[0, 10\), got values from 5 to 14"):
+    with pytest.raises(ValueError, match=r"labels must be class numbers 0\.\.9 for 10 classes, got labels from 5 "
+                                         r"to 14"):
         Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), on_device[0], bad, *on_device[2:], verbose=False)

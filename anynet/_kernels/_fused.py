@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from ..functions import label_dtype_error, label_range_error
+
 # The activations the fast paths implement.
 ACTIVATIONS = ("relu", "sigmoid")
 
@@ -104,13 +106,11 @@ class FusedStepBase:
             return
         xp, classes = self.xp, self.sizes[-1]
         if t.dtype.kind not in "iu":
-            raise TypeError(f"labels must be integers (class numbers 0..{classes - 1}), got dtype {t.dtype}; "
-                            "pass one-hot targets as a 2-D array")
+            raise label_dtype_error(classes, t.dtype)
         if t.shape[0]:
             low, high = (int(value) for value in (xp.min(t), xp.max(t)))
             if low < 0 or high >= classes:
-                raise ValueError(f"labels must be class numbers 0..{classes - 1} for this network's {classes} "
-                                 f"outputs, got labels from {low} to {high}")
+                raise label_range_error(classes, low, high)
         self._checked_labels = t
 
     def input_rows(self, x, indices, out):
