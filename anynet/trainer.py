@@ -150,6 +150,10 @@ class Trainer:
             raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
         if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}")
+        evaluated = evaluate_sample_num_per_epoch
+        if evaluated is not None and (not isinstance(evaluated, int) or isinstance(evaluated, bool) or evaluated < 1):
+            raise ValueError(f"evaluate_sample_num_per_epoch must be a positive integer (or None: every sample), got "
+                             f"{evaluated!r}")
         if sampling not in SAMPLINGS:
             raise ValueError(f"unknown sampling {sampling!r}: expected 'shuffle' or 'replacement'")
         self.network = network
@@ -462,9 +466,13 @@ def _check_data(which: str, x, t, network, name: str) -> int:
     The data stay where they are: the count of non-finite values in ``x`` (called ``name``) and the range of the
     labels are found in their own namespace, and only those numbers are read.
     """
+    if x.ndim == 0 or x.shape[0] == 0:
+        # before any other check: an empty set would otherwise end in a division by zero after the first epoch
+        raise ValueError(f"{which} data is empty: {name} of shape {tuple(x.shape)} has no samples; pass at least one")
     n = x.shape[0]
-    if t.shape[0] != n:
-        raise ValueError(f"{which} data: {n} samples in x but {t.shape[0]} labels in t; they must match")
+    if t.ndim == 0 or t.shape[0] != n:
+        raise ValueError(f"{which} data: {n} samples in x but {t.shape[0] if t.ndim else 0} labels in t; they must "
+                         "match")
     inputs, classes = getattr(network, "input_size", None), getattr(network, "output_size", None)
     features = math.prod(x.shape[1:])
     if inputs is not None and features != inputs:
@@ -485,8 +493,6 @@ def _check_data(which: str, x, t, network, name: str) -> int:
         lowest, highest = to_numpy(xp.stack([xp.min(t), xp.max(t)])).tolist()
         if lowest < 0 or highest >= classes:
             raise ValueError(f"{which} data: {label_range_error(classes, lowest, highest)}")
-    if n == 0:
-        raise ValueError(f"{which} data is empty")
     return n
 
 

@@ -351,12 +351,33 @@ def test_bad_data_is_refused_before_the_first_step(data, change, error, message)
 
 
 @pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: (d[0][:0], d[1][:0], d[2], d[3]),
+         r"^training data is empty: x_train of shape \(0, 784\) has no samples; pass at least one$"),
+        (lambda d: (d[0], d[1], d[2][:0], d[3][:0]),
+         r"^test data is empty: x_test of shape \(0, 784\) has no samples; pass at least one$"),
+        (lambda d: (np.zeros(0, dtype=np.float32), d[1][:0], d[2], d[3]),
+         r"^training data is empty: x_train of shape \(0,\) has no samples"),
+    ],
+)
+def test_empty_data_is_refused_before_the_first_step(device, data, change, message):
+    """An empty set ended in a ZeroDivisionError or a reshape error, after an epoch for an empty test set."""
+    arrays = [device.asarray(a) for a in change(data)]
+    with pytest.raises(ValueError, match=message):
+        Trainer(TwoLayerNet(784, 8, 10, device=device, seed=0), *arrays, verbose=False)
+
+
+@pytest.mark.parametrize(
     "options, message",
     [
         ({"epochs": 0}, "epochs must be a positive integer, got 0"),
         ({"mini_batch_size": 2.5}, "mini_batch_size must be a positive integer, got 2.5"),
         ({"sampling": "random"}, "unknown sampling 'random'"),
         ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+        # evaluated after a whole epoch: 0 was a ZeroDivisionError then
+        ({"evaluate_sample_num_per_epoch": 0},
+         r"evaluate_sample_num_per_epoch must be a positive integer \(or None: every sample\), got 0"),
     ],
 )
 def test_bad_settings_are_refused(data, options, message):
