@@ -34,11 +34,14 @@ __all__ = ["add_arguments", "run", "main", "run_benchmark", "load_data", "WORKLO
 
 def load_data(data_dir=None):
     """Fashion-MNIST (else MNIST) from the usual places, never downloaded; else synthetic data of their shape."""
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise SystemExit(f"--data-dir {data_dir}: no such folder (expected the folder that holds mnist/ and "
+                         "fashion-mnist/, as ANYNET_DATA does)")
     for name in ("fashion-mnist", "mnist"):
         try:
-            return anynet.load_dataset(name, root=data_dir, download=False), f"{name} (real)"
-        except FileNotFoundError:
-            continue
+            return anynet.load_dataset(name, data_dir=data_dir, download=False), f"{name} (real)"
+        except (FileNotFoundError, ValueError) as error:  # absent, or a file that is not the published one
+            print(f"{name} not used: {str(error).splitlines()[0]}")
     rng = np.random.default_rng(0)
     centres = rng.uniform(0, 1, size=(10, 784)).astype(np.float32)
     t = rng.integers(0, 10, size=70000)

@@ -25,7 +25,7 @@ def run(weights: str, device: str, batch_size: int, limit: int | None, root: str
     missing = {"W1", "b1", "W2", "b2", "W3", "b3"} - set(network)
     if missing:
         raise ValueError(f"{weights}: no {', '.join(sorted(missing))}; expected the chapter-3 network's W1..b3")
-    x_host, t_host = load_mnist(normalize=True, flatten=True, one_hot_label=False, split="test", root=root)
+    x_host, t_host = load_mnist(normalize=True, flatten=True, one_hot_label=False, split="test", data_dir=root)
     if limit:
         x_host, t_host = x_host[:limit], t_host[:limit]
     x, t = where.asarray(x_host), where.asarray(t_host)
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, torch:cuda, strict, ... or auto (default)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--data-dir", default=None, help="folder with the MNIST files (else the usual places)")
+    parser.add_argument("--data-dir", default=None,
+                        help="the folder that holds mnist/ (as ANYNET_DATA; else the usual places)")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")

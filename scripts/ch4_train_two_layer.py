@@ -20,7 +20,7 @@ from anynet.optimizers import SGD
 
 
 def train(device: str, dataset: str, iters_num: int, batch_size: int, lr: float, seed: int, data_dir) -> dict:
-    (x_train, t_train), (x_test, t_test) = load_dataset(dataset, normalize=True, one_hot_label=True, root=data_dir)
+    (x_train, t_train), (x_test, t_test) = load_dataset(dataset, normalize=True, one_hot_label=True, data_dir=data_dir)
     where = anynet.device(device)
     x_train, t_train = where.asarray(x_train), where.asarray(t_train)  # moved once; batches are sliced there
     x_test, t_test = where.asarray(x_test), where.asarray(t_test)
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", default=None, help="folder with the dataset's files (else the usual places)")
+    parser.add_argument("--data-dir", default=None,
+                        help="the folder that holds mnist/ and fashion-mnist/ (as ANYNET_DATA; else the usual places)")
     args = parser.parse_args(argv)
     try:
         train(args.device, args.dataset, args.steps, args.batch_size, args.lr, args.seed, args.data_dir)

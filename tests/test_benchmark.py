@@ -162,3 +162,19 @@ def test_pytorch_is_a_contender_only_where_it_can_run_on_the_benchmarked_device(
     assert {row["contender"] for row in rows} == {"anynet", "book NumPy"}
     printed = capsys.readouterr().out
     assert "PyTorch cannot run on cpu here (torch:cpu is not among anynet.available_devices())" in printed
+
+
+def test_the_benchmarks_data_dir_is_the_folder_of_the_datasets_folders(tmp_path, capsys, monkeypatch):
+    from anynet import datasets
+
+    monkeypatch.delenv("ANYNET_DATA", raising=False)  # nothing to fall back on but the folder given
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "SYSTEM_FOLDER", tmp_path / "system")
+    with pytest.raises(SystemExit, match="--data-dir .*missing: no such folder"):
+        benchmark.load_data(tmp_path / "missing")
+    (tmp_path / "fashion-mnist").mkdir()
+    (tmp_path / "fashion-mnist" / "t10k-labels-idx1-ubyte").write_bytes(b"not the published file")
+    _, label = benchmark.load_data(tmp_path)
+    assert label == "SYNTHETIC (no Fashion-MNIST or MNIST found)"
+    printed = capsys.readouterr().out
+    assert "fashion-mnist not used:" in printed and "\nmnist not used:" in printed

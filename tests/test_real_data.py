@@ -110,10 +110,12 @@ def test_ch3_mnist_inference_script(tmp_path):
     weights = _book_style_pickle(tmp_path / "sample_weight.pkl")
     x, t = datasets.load_mnist(split="test", download=False)
     expected = _reference_accuracy(weights, x, t)
+    # --data-dir is the folder that holds mnist/, as ANYNET_DATA is (which the script is run without)
+    env = {key: value for key, value in os.environ.items() if key != "ANYNET_DATA"}
     result = subprocess.run(
         [sys.executable, "scripts/ch3_mnist_inference.py", "--weights", str(tmp_path / "sample_weight.pkl"),
-         "--device", "cpu", "--batch-size", "100"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+         "--device", "cpu", "--batch-size", "100", "--data-dir", os.environ["ANYNET_DATA"]],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
