@@ -55,7 +55,7 @@ def _sigmoid(xp, x):
 
 
 def relu(x: Any) -> Any:
-    """max(0, x); NaN stays NaN, as the book's ``np.maximum(0, x)`` keeps it (a NaN turned into 0 would hide bad
+    """max(0, x); NaN stays NaN, as the book's ``maximum(0, x)`` keeps it (a NaN turned into 0 would hide bad
     input from every check downstream)."""
     xp = namespace(x)
     x = _floating(xp, x)
