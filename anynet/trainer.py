@@ -9,6 +9,7 @@ batches; each step's loss stays on the device and is read once per epoch. What i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import math
 import sys
@@ -16,6 +17,7 @@ import time
 import warnings
 from typing import Any, NamedTuple
 
+from ._atomic import exclusive_lock
 from ._progress import progress_bar
 from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
@@ -125,8 +127,12 @@ class Trainer:
       data go there.
     - batches: ``seed`` seeds the host generator of batch orders; ``sampling`` is "shuffle" (each sample once per
       epoch) or "replacement" (the book's ch.4 loop: each batch drawn independently).
-    - persistence: ``checkpoint``, a path written after every epoch (atomically); ``resume``, a checkpoint to
-      continue from.
+    - persistence: ``checkpoint``, a path written after every epoch (atomically), locked against a second run
+      writing it (``<checkpoint>.lock``, while ``train()`` runs); ``resume``, a checkpoint to continue from: it
+      must come from the same run (optimizer and its hyperparameters, weight decay, seed, batches, architecture,
+      dtype, training data), else ValueError lists each difference; ``resume_anyway=True`` continues it with
+      this run's settings (e.g. a lower learning rate after a divergence). ``last_checkpoint`` says which
+      checkpoint holds the latest finished epoch (after a Ctrl-C or a divergence too).
     - output: ``reporter``, a :class:`Reporter` told of the start, each epoch and the end (default: a
       :class:`ConsoleReporter` when ``verbose``, else nothing); ``progress``, a tqdm bar per epoch (None: when
       verbose and stderr is a terminal).
@@ -143,7 +149,7 @@ class Trainer:
                  evaluate_sample_num_per_epoch: int | None = None, verbose: bool = True, *,
                  device: str | Device | None = None,
                  seed: int | None = None, sampling: str = "shuffle",
-                 checkpoint: str | None = None, resume: str | None = None,
+                 checkpoint: str | None = None, resume: str | None = None, resume_anyway: bool = False,
                  reporter: Reporter | None = None, progress: bool | None = None,
                  fast_path: bool = True):
         if not isinstance(epochs, int) or epochs < 1:
@@ -174,6 +180,10 @@ class Trainer:
 
         self.train_size = _check_data("training", x_train, t_train, network, "x_train")
         _check_data("test", x_test, t_test, network, "x_test")
+        # what a checkpoint records of the data (a few rows, on the host), taken from the arrays as given
+        self._data_fingerprint = (data_fingerprint(x_train, t_train) if checkpoint is not None or resume is not None
+                                  else None)
+        self._holding_lock = False
         self._dtype = next(iter(network.params.values())).dtype
         self.resident = self._fits(x_train, t_train, x_test, t_test)
         self.x_train, self.t_train = self._place(x_train, t_train)
@@ -191,8 +201,9 @@ class Trainer:
         self.final_test_accuracy: float | None = None
         self.first_loss: float | None = None  # the run's first step's loss: the divergence bound's reference
         self.last_checkpoint: CheckpointInfo | None = None
+        self.resumed_despite: list[str] = []  # the differences from the checkpoint that resume_anyway let through
         if resume is not None:
-            self._resume(resume)
+            self._resume(resume, resume_anyway)
 
     # -- data placement --------------------------------------------------------------------------------------
 
@@ -221,8 +232,10 @@ class Trainer:
     # -- training --------------------------------------------------------------------------------------------
 
     def train_epoch(self) -> float:
-        """One epoch of steps; returns its mean loss. Raises TrainingDivergedError on a NaN/inf loss."""
-        with self.where.active():  # CuPy: batches, temporaries and kernels on the network's GPU, not GPU 0
+        """One epoch of steps; returns its mean loss. Raises TrainingDivergedError on a NaN/inf loss, or one above
+        the divergence bound (see DIVERGENCE_FACTOR)."""
+        # CuPy: batches, temporaries and kernels on the network's GPU, not GPU 0
+        with self._checkpoint_lock(), self.where.active():
             return self._train_epoch()
 
     def _train_epoch(self) -> float:
@@ -344,14 +357,45 @@ class Trainer:
         return self.network.accuracy(x_train, t_train), self.network.accuracy(x_test, t_test)
 
     def train(self) -> dict:
-        """Train for the remaining epochs, then measure the final test accuracy; returns the history."""
-        self.reporter.train_start(self)
-        while self.current_epoch < self.epochs:
-            self.train_epoch()
-            self.reporter.epoch_end(self, self.current_epoch)
+        """Train for the remaining epochs, then measure the final test accuracy; returns the history.
+
+        A KeyboardInterrupt (Ctrl-C) is raised again with a note saying which checkpoint to resume from
+        (``last_checkpoint``: its path and epoch, or None when none was written).
+        """
+        with self._checkpoint_lock():
+            try:
+                self.reporter.train_start(self)
+                while self.current_epoch < self.epochs:
+                    self.train_epoch()
+                    self.reporter.epoch_end(self, self.current_epoch)
+            except KeyboardInterrupt as interrupt:
+                if hasattr(interrupt, "add_note"):  # Python 3.11+
+                    interrupt.add_note(self.resume_hint())
+                raise
         self.final_test_accuracy = self.network.accuracy(self.x_test, self.t_test)
         self.reporter.train_end(self)
         return self.history()
+
+    def resume_hint(self) -> str:
+        """One line: where training stopped and which checkpoint continues it."""
+        stopped = f"interrupted in epoch {self.current_epoch + 1} of {self.epochs}"
+        saved = self.last_checkpoint
+        if saved is None:
+            return f"{stopped}; no checkpoint holds a finished epoch (checkpoint=PATH writes one after each)"
+        return f"{stopped}; {saved.path} holds epoch {saved.epoch}: resume from it (resume={saved.path!r})"
+
+    @contextlib.contextmanager
+    def _checkpoint_lock(self):
+        """Hold the checkpoint's lock while training writes it, so that a second run cannot write it too."""
+        if self.checkpoint is None or self._holding_lock:
+            yield
+            return
+        with exclusive_lock(self.checkpoint):
+            self._holding_lock = True
+            try:
+                yield
+            finally:
+                self._holding_lock = False
 
     def history(self) -> dict:
         return {"train_loss_list": list(self.train_loss_list), "train_acc_list": list(self.train_acc_list),
@@ -369,24 +413,30 @@ class Trainer:
             "sampling": self.sampling,
             "rng": self.rng.bit_generator.state,
             "first_loss": self.first_loss,
+            "config": self._config(),
+            "data": self._data_fingerprint if self._data_fingerprint is not None else
+            data_fingerprint(self.x_train, self.t_train),
             "history": {"train_loss_list": self.train_loss_list, "train_acc_list": self.train_acc_list,
                         "test_acc_list": self.test_acc_list, "epoch_seconds": self.epoch_seconds},
         })
 
-    def _resume(self, path) -> None:
+    def _config(self) -> dict:
+        """What makes a run this run, as a checkpoint records it: resuming under other settings is refused."""
+        decay = getattr(self.network, "weight_decay_lambda", None)
+        return {"optimizer": type(self.optimizer).__name__, "hyperparameters": self.optimizer.hyperparameters(),
+                "weight_decay_lambda": None if decay is None else float(decay), "seed": self.seed,
+                "batch_size": self.batch_size, "sampling": self.sampling, "epochs": self.epochs,
+                "architecture": architecture_of(self.network), "dtype": _dtype_name(self._dtype)}
+
+    def _resume(self, path, anyway: bool = False) -> None:
         arrays, metadata = load_checkpoint(path, device=self.where)
-        mismatches = []
-        architecture = architecture_of(self.network)
-        if metadata["architecture"] != architecture:
-            mismatches.append(f"network {metadata['architecture']} vs {architecture}")
-        if metadata["optimizer"]["name"] != type(self.optimizer).__name__:
-            mismatches.append(f"optimizer {metadata['optimizer']['name']} vs {type(self.optimizer).__name__}")
-        if metadata["batch_size"] != self.batch_size or metadata["sampling"] != self.sampling:
-            mismatches.append(f"batches of {metadata['batch_size']} by {metadata['sampling']} vs "
-                              f"{self.batch_size} by {self.sampling}")
-        if mismatches:
-            raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(mismatches)
-                             + ". Resume with the settings the checkpoint was made with.")
+        blocking, differences = _differences(self, metadata)
+        if blocking or (differences and not anyway):
+            advice = ("Resume with the settings the checkpoint was made with" if blocking else
+                      "Resume with the settings the checkpoint was made with, or pass resume_anyway=True to continue "
+                      "it with these")
+            raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(blocking + differences)
+                             + f". {advice}.")
         _load_params(self.network, arrays["params"])
         self.optimizer.load_state_dict(arrays["optimizer"], self.where)
         self.rng.bit_generator.state = metadata["rng"]
@@ -401,6 +451,69 @@ class Trainer:
         if self.first_loss is None and self.train_loss_list:  # a checkpoint written before first_loss was kept
             self.first_loss = self.train_loss_list[0]
         self.last_checkpoint = CheckpointInfo(str(path), self.current_epoch)
+        self.resumed_despite = differences
+
+
+def _dtype_name(dtype) -> str:
+    """A dtype's name, the same for every library ("float32", without a library's module prefix)."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
+def _differences(trainer: Trainer, metadata: dict) -> tuple[list[str], list[str]]:
+    """How checkpoint ``metadata`` differs from ``trainer``'s run, "<ours> vs <theirs> in the checkpoint" each: those
+    that make resuming impossible (the parameters or optimizer state would not fit), and the others. A setting an
+    older checkpoint did not record is not compared."""
+    saved = metadata.get("config", {})
+    ours = trainer._config()
+    blocking, other = [], []
+    if metadata["architecture"] != ours["architecture"]:
+        blocking.append(f"network {ours['architecture']} vs {metadata['architecture']} in the checkpoint")
+    if metadata["optimizer"]["name"] != ours["optimizer"]:
+        blocking.append(f"optimizer {ours['optimizer']} vs {metadata['optimizer']['name']} in the checkpoint")
+    else:
+        theirs = metadata["optimizer"]["hyperparameters"]
+        other += [f"{name} {value:g} vs {theirs[name]:g} in the checkpoint"
+                  for name, value in ours["hyperparameters"].items() if name in theirs and theirs[name] != value]
+    recorded = {"batch_size": metadata.get("batch_size"), "sampling": metadata.get("sampling"), **saved}
+    for name in ("weight_decay_lambda", "seed", "batch_size", "sampling", "dtype"):
+        if name in recorded and recorded[name] != ours[name]:
+            other.append(f"{name} {ours[name]} vs {recorded[name]} in the checkpoint")
+    data = metadata.get("data")
+    if data is not None and data != trainer._data_fingerprint:
+        other.append(_data_difference(trainer._data_fingerprint, data))
+    return blocking, other
+
+
+def _data_difference(ours: dict | None, theirs: dict) -> str:
+    def shapes(fingerprint):
+        return ", ".join(f"{name} {tuple(fingerprint[name]['shape'])} {fingerprint[name]['dtype']}"
+                         for name in ("x_train", "t_train"))
+
+    if ours is None:
+        return "training data not compared"
+    if shapes(ours) != shapes(theirs):
+        return f"training data {shapes(ours)} vs {shapes(theirs)} in the checkpoint"
+    return (f"training data of the same shapes with other values (sample hash {ours['sha256'][:12]} vs "
+            f"{theirs['sha256'][:12]} in the checkpoint)")
+
+
+# The rows of x a data fingerprint hashes, evenly spread over the set.
+FINGERPRINT_ROWS = 64
+
+
+def data_fingerprint(x, t) -> dict:
+    """Shapes, dtypes and a SHA-256 of ``FINGERPRINT_ROWS`` evenly spread rows of ``x`` and of all labels ``t``:
+    enough to tell another data set (or another preprocessing) from this one, computed once from host copies of
+    those rows (the data may be on a GPU: only they are copied). Values are hashed as float64 / int64, so the
+    same data gives the same hash on every device."""
+    n = x.shape[0]
+    step = max(1, n // FINGERPRINT_ROWS)
+    rows, labels = to_numpy(x[::step, ...][:FINGERPRINT_ROWS, ...]), to_numpy(t)
+    digest = hashlib.sha256()
+    digest.update(rows.astype("<f8").tobytes())
+    digest.update(labels.astype("<f8" if labels.dtype.kind == "f" else "<i8").tobytes())
+    return {"x_train": {"shape": list(x.shape), "dtype": rows.dtype.name},
+            "t_train": {"shape": list(t.shape), "dtype": labels.dtype.name}, "sha256": digest.hexdigest()}
 
 
 def _place_network(network, device: str | Device | None) -> Device:

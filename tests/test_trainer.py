@@ -89,6 +89,16 @@ def test_data_too_big_for_the_device_goes_batch_by_batch(data, monkeypatch):
     assert streamed.train_acc_list == resident.train_acc_list and streamed.test_acc_list == resident.test_acc_list
 
 
+def test_an_interrupt_without_a_checkpoint_says_so(data, monkeypatch):
+    trainer = Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=2, verbose=False)
+    _interrupt_after(monkeypatch, steps=70)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert trainer.last_checkpoint is None and trainer.current_epoch == 1
+    assert trainer.resume_hint() == ("interrupted in epoch 2 of 2; no checkpoint holds a finished epoch "
+                                     "(checkpoint=PATH writes one after each)")
+
+
 def _interrupt_after(monkeypatch, steps):
     """Stop training with a KeyboardInterrupt after ``steps`` steps, as Ctrl-C would."""
     import anynet.trainer
@@ -134,10 +144,15 @@ def test_an_interrupted_then_resumed_run_ends_where_an_uninterrupted_one_does(de
     _, first = make(checkpoint=checkpoint)
     with monkeypatch.context() as patch:
         _interrupt_after(patch, steps=30 + 15)  # dies half-way through epoch 2
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt) as interrupted:
             first.train()
     assert read_metadata(checkpoint)["epoch"] == 1
-    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"], "a temporary file was left behind"
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"], "a temporary or lock file was left behind"
+    # where to resume from, for the caller (the CLI prints it) and in the exception's note
+    assert first.last_checkpoint == (str(checkpoint), 1)
+    hint = f"interrupted in epoch 2 of 3; {checkpoint} holds epoch 1: resume from it (resume={str(checkpoint)!r})"
+    assert first.resume_hint() == hint
+    assert getattr(interrupted.value, "__notes__", [hint]) == [hint]
 
     net_b, resumed = make(checkpoint=checkpoint, resume=checkpoint)
     assert resumed.current_epoch == 1
@@ -153,13 +168,117 @@ def test_resume_refuses_a_checkpoint_of_another_run(data, tmp_path):
     checkpoint = tmp_path / "ckpt.npz"
     Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=1, optimizer="adam", checkpoint=checkpoint,
             verbose=False).train()
-    with pytest.raises(ValueError, match=r"cannot resume this run from it: optimizer Adam vs SGD"):
+    with pytest.raises(ValueError, match=r"cannot resume this run from it: optimizer SGD vs Adam in the checkpoint\. "
+                                         r"Resume with the settings the checkpoint was made with\.$"):
         Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, optimizer="sgd", resume=checkpoint, verbose=False)
-    with pytest.raises(ValueError, match=r"network .* vs .*'sizes': \[784, 9, 10\]"):
-        Trainer(TwoLayerNet(784, 9, 10, seed=0), *data, optimizer="adam", resume=checkpoint, verbose=False)
+    with pytest.raises(ValueError, match=r"network \{'sizes': \[784, 9, 10\].* vs .*'sizes': \[784, 8, 10\].* in the "
+                                         r"checkpoint"):  # not even resume_anyway: the parameters would not fit
+        Trainer(TwoLayerNet(784, 9, 10, seed=0), *data, optimizer="adam", resume=checkpoint, resume_anyway=True,
+                verbose=False)
     plain = anynet.save_params(tmp_path / "weights.npz", {"W1": np.zeros(2)})
     with pytest.raises(ValueError, match="not a checkpoint written by anynet's Trainer"):
         Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, resume=plain, verbose=False)
+
+
+def _checkpointed_run(data, tmp_path, **options):
+    """One epoch of MultiLayerNet 784-16-10 with Adam 0.01, seed 0, batch 200, checkpointed; returns its path."""
+    checkpoint = tmp_path / "ckpt.npz"
+    Trainer(MultiLayerNet(784, [16], 10, seed=0), *data, epochs=1, mini_batch_size=200, optimizer="adam",
+            optimizer_param={"lr": 0.01}, seed=0, checkpoint=checkpoint, verbose=False, **options).train()
+    return checkpoint
+
+
+def test_resume_lists_each_difference_from_the_checkpoints_run_unless_resume_anyway(data, tmp_path):
+    """--resume --lr 0.5 used to continue silently (and end at accuracy 0.1)."""
+    checkpoint = _checkpointed_run(data, tmp_path)
+    saved = read_metadata(checkpoint)
+    assert saved["config"] == {"optimizer": "Adam", "hyperparameters": {"lr": 0.01, "beta1": 0.9, "beta2": 0.999},
+                               "weight_decay_lambda": 0.0, "seed": 0, "batch_size": 200, "sampling": "shuffle",
+                               "epochs": 1, "architecture": {"sizes": [784, 16, 10], "activation": "relu"},
+                               "dtype": "float32"}
+    assert saved["data"]["x_train"] == {"shape": [6000, 784], "dtype": "float32"}
+    assert saved["data"]["t_train"] == {"shape": [6000], "dtype": "int64"} and len(saved["data"]["sha256"]) == 64
+    other = (data[0] * 0.5, *data[1:])
+
+    def resume(x_train=data, anyway=False, decay=0.1, **options):
+        settings = {"epochs": 2, "mini_batch_size": 100, "optimizer": "adam", "optimizer_param": {"lr": 0.5},
+                    "seed": 1, "verbose": False, **options}
+        return Trainer(MultiLayerNet(784, [16], 10, weight_decay_lambda=decay, seed=0), *x_train, **settings,
+                       resume=checkpoint, resume_anyway=anyway)
+
+    differences = [
+        "lr 0.5 vs 0.01 in the checkpoint", "weight_decay_lambda 0.1 vs 0.0 in the checkpoint",
+        "seed 1 vs 0 in the checkpoint", "batch_size 100 vs 200 in the checkpoint",
+        r"training data of the same shapes with other values \(sample hash [0-9a-f]{12} vs [0-9a-f]{12} in the "
+        r"checkpoint\)"]
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(checkpoint))}: cannot resume this run from it: "
+                                         + "; ".join(differences) + r"\. Resume with the settings the checkpoint was "
+                                         r"made with, or pass resume_anyway=True to continue it with these\.$"):
+        resume(other)
+    with pytest.raises(ValueError, match=r"training data x_train \(5000, 784\) float32, t_train \(5000,\) int64 vs "
+                                         r"x_train \(6000, 784\) float32, t_train \(6000,\) int64 in the checkpoint"):
+        resume((data[0][:5000], data[1][:5000], *data[2:]), decay=0.0, optimizer_param={"lr": 0.01}, seed=0,
+               mini_batch_size=200)
+    with pytest.raises(ValueError, match=r"cannot resume this run from it: dtype float64 vs float32 in the checkpoint"):
+        Trainer(MultiLayerNet(784, [16], 10, dtype="float64", seed=0), *data, mini_batch_size=200, optimizer="adam",
+                optimizer_param={"lr": 0.01}, seed=0, resume=checkpoint, verbose=False)
+
+    trainer = resume(other, anyway=True)  # e.g. a lower rate after a divergence: this run's settings go on
+    assert len(trainer.resumed_despite) == 5 and trainer.resumed_despite[0] == differences[0]
+    assert trainer.current_epoch == 1 and trainer.optimizer.lr == 0.5 and trainer.network.weight_decay_lambda == 0.1
+    arrays, _ = anynet.io.load_checkpoint(checkpoint)
+    for name, value in arrays["params"].items():
+        np.testing.assert_array_equal(anynet.to_numpy(trainer.network.params[name]), anynet.to_numpy(value))
+    # the same run resumes without a word, the epoch count being free (resuming is how a run is extended)
+    assert resume(decay=0.0, optimizer_param={"lr": 0.01}, seed=0, mini_batch_size=200, epochs=5).current_epoch == 1
+
+
+def test_the_data_fingerprint_is_the_same_on_every_device(device, data, tmp_path):
+    """Checkpointed from NumPy data on the CPU, resumed from the same data already on ``device``: no difference;
+    other values there are told apart."""
+    checkpoint = _checkpointed_run(data, tmp_path)
+    on_device = [device.asarray(a) for a in data]
+    trainer = Trainer(MultiLayerNet(784, [16], 10, device=device, seed=0), *on_device, epochs=2, mini_batch_size=200,
+                      optimizer="adam", optimizer_param={"lr": 0.01}, seed=0, resume=checkpoint, verbose=False)
+    assert trainer.current_epoch == 1 and trainer.resumed_despite == []
+    shifted = data[1].copy()
+    shifted[3000] = (shifted[3000] + 1) % 10  # one label of 6000
+    with pytest.raises(ValueError, match="training data of the same shapes with other values"):
+        Trainer(MultiLayerNet(784, [16], 10, device=device, seed=0), on_device[0], device.asarray(shifted),
+                *on_device[2:], mini_batch_size=200, optimizer="adam", optimizer_param={"lr": 0.01}, seed=0,
+                resume=checkpoint, verbose=False)
+
+
+def test_a_second_run_writing_the_same_checkpoint_is_refused(data, tmp_path):
+    """Two runs on one checkpoint path overwrote each other's epochs: the second is refused before its first step,
+    naming the path and the holder; the lock goes when the first run ends."""
+    checkpoint = tmp_path / "ckpt.npz"
+    refused = []
+
+    class StartAnother(Reporter):
+        def epoch_end(self, trainer, epoch):
+            second = Trainer(TwoLayerNet(784, 8, 10, seed=1), *data, epochs=1, checkpoint=checkpoint, verbose=False)
+            with pytest.raises(anynet._atomic.LockedError) as error:
+                second.train()
+            refused.append((str(error.value), second.current_epoch))
+
+    Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, epochs=1, checkpoint=checkpoint, reporter=StartAnother()).train()
+    message, epochs_done = refused[0]
+    assert message == (f"{checkpoint} is being written by this very process (PID {os.getpid()}): another Trainer "
+                       f"here writes it: two runs writing one checkpoint overwrite each other's. Choose another path, "
+                       f"or wait for that run to end; if it is gone, delete {checkpoint}.lock")
+    assert epochs_done == 0 and read_metadata(checkpoint)["config"]["seed"] is None
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"], "the lock is removed when the run ends"
+    Trainer(TwoLayerNet(784, 8, 10, seed=1), *data, epochs=1, checkpoint=checkpoint, verbose=False).train()
+
+
+def test_a_diverged_or_interrupted_run_releases_its_lock(data, tmp_path):
+    checkpoint = tmp_path / "ckpt.npz"
+    net = TwoLayerNet(784, 8, 10, seed=0)
+    net.params["W1"][0, 0] = np.nan
+    with pytest.raises(TrainingDivergedError):
+        Trainer(net, *data, epochs=1, checkpoint=checkpoint, verbose=False).train()
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_non_finite_first_loss_blames_the_start_not_the_learning_rate(data, tmp_path):
