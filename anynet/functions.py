@@ -123,9 +123,11 @@ def check_labels(xp, t, classes: int):
         raise label_dtype_error(classes, t.dtype)
     if t.shape[0] == 0:
         return t, None
-    if device_of(t).platform != "cpu":
-        valid = (t >= 0) & (t < classes)
-        return xp.where(valid, t, xp.zeros_like(t)), valid
+    where = device_of(t)
+    if where.platform != "cpu":
+        with where.active():  # CuPy makes zeros_like on its current GPU, not the labels' one
+            valid = (t >= 0) & (t < classes)
+            return xp.where(valid, t, xp.zeros_like(t)), valid
     low, high = int(xp.min(t)), int(xp.max(t))
     if low < 0 or high >= classes:
         raise label_range_error(classes, low, high)
