@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import inspect
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -424,7 +425,7 @@ class Trainer:
         """What makes a run this run, as a checkpoint records it: resuming under other settings is refused."""
         decay = getattr(self.network, "weight_decay_lambda", None)
         return {"optimizer": type(self.optimizer).__name__, "hyperparameters": self.optimizer.hyperparameters(),
-                "weight_decay_lambda": None if decay is None else float(decay), "seed": self.seed,
+                "weight_decay_lambda": None if decay is None else float(decay), "seed": _json_seed(self.seed),
                 "batch_size": self.batch_size, "sampling": self.sampling, "epochs": self.epochs,
                 "architecture": architecture_of(self.network), "dtype": _dtype_name(self._dtype)}
 
@@ -433,8 +434,8 @@ class Trainer:
         blocking, differences = _differences(self, metadata)
         if blocking or (differences and not anyway):
             advice = ("Resume with the settings the checkpoint was made with" if blocking else
-                      "Resume with the settings the checkpoint was made with, or pass resume_anyway=True to continue "
-                      "it with these")
+                      "Resume with the settings the checkpoint was made with, or pass resume_anyway=True "
+                      "(--resume-anyway on the command line) to continue it with these")
             raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(blocking + differences)
                              + f". {advice}.")
         _load_params(self.network, arrays["params"])
@@ -452,6 +453,11 @@ class Trainer:
             self.first_loss = self.train_loss_list[0]
         self.last_checkpoint = CheckpointInfo(str(path), self.current_epoch)
         self.resumed_despite = differences
+
+
+def _json_seed(seed) -> int | str | None:
+    """The seed as a checkpoint's JSON can hold it (a NumPy integer is not JSON)."""
+    return seed if seed is None else int(seed) if isinstance(seed, numbers.Integral) else repr(seed)
 
 
 def _dtype_name(dtype) -> str:

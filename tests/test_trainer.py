@@ -213,7 +213,8 @@ def test_resume_lists_each_difference_from_the_checkpoints_run_unless_resume_any
         r"checkpoint\)"]
     with pytest.raises(ValueError, match=rf"^{re.escape(str(checkpoint))}: cannot resume this run from it: "
                                          + "; ".join(differences) + r"\. Resume with the settings the checkpoint was "
-                                         r"made with, or pass resume_anyway=True to continue it with these\.$"):
+                                         r"made with, or pass resume_anyway=True \(--resume-anyway on the command "
+                                         r"line\) to continue it with these\.$"):
         resume(other)
     with pytest.raises(ValueError, match=r"training data x_train \(5000, 784\) float32, t_train \(5000,\) int64 vs "
                                          r"x_train \(6000, 784\) float32, t_train \(6000,\) int64 in the checkpoint"):
@@ -229,8 +230,14 @@ def test_resume_lists_each_difference_from_the_checkpoints_run_unless_resume_any
     arrays, _ = anynet.io.load_checkpoint(checkpoint)
     for name, value in arrays["params"].items():
         np.testing.assert_array_equal(anynet.to_numpy(trainer.network.params[name]), anynet.to_numpy(value))
-    # the same run resumes without a word, the epoch count being free (resuming is how a run is extended)
-    assert resume(decay=0.0, optimizer_param={"lr": 0.01}, seed=0, mini_batch_size=200, epochs=5).current_epoch == 1
+    # the same run resumes without a word, the epoch count being free (resuming is how a run is extended), a NumPy
+    # integer seed being the same seed
+    assert resume(decay=0.0, optimizer_param={"lr": 0.01}, seed=np.int64(0), mini_batch_size=200,
+                  epochs=5).current_epoch == 1
+    numpy_seeded = Trainer(TwoLayerNet(784, 8, 10, seed=0), *data, seed=np.int64(3), checkpoint=tmp_path / "s.npz",
+                           verbose=False)
+    numpy_seeded.train_epoch()  # a NumPy integer is not JSON: the checkpoint stores it as an int
+    assert read_metadata(tmp_path / "s.npz")["config"]["seed"] == 3
 
 
 def test_the_data_fingerprint_is_the_same_on_every_device(device, data, tmp_path):
