@@ -2,8 +2,11 @@
 
 The training data is moved onto the device once when it fits in half of the device's free memory (else batch by
 batch); batch orders come from a seeded host generator (:func:`epoch_order`), so every device sees the same
-batches; each step's loss stays on the device and is read once per epoch. What is printed goes through a
-:class:`Reporter`; checkpoints are written by :func:`anynet.io.save_checkpoint`.
+batches. Bad data (non-finite inputs, labels outside the classes, empty sets) is refused before the first step.
+Each step's loss is checked for divergence (NaN, infinity, or above DIVERGENCE_FACTOR times the run's first loss):
+on the host at every step, on a GPU read LOSS_READ_BLOCK steps at a time, so that no step waits for the GPU. What
+is printed goes through a :class:`Reporter`; checkpoints are written by :func:`anynet.io.save_checkpoint`, with the
+run's configuration and a fingerprint of its data, under a lock against a second writer.
 """
 
 from __future__ import annotations
