@@ -68,10 +68,14 @@ def _raise_mixed(arrays: tuple) -> None:
     # the first argument and the first one not on its device: one of them is moved onto the other's device
     first, stranger = found[0], next(entry for entry in found[1:] if not same_device(entry[1], found[0][1]))
     names = {position: library.device_name(x) for position, x, library in (first, stranger)}
-    on_gpu = {position: library.platform(names[position]) != "cpu" for position, x, library in (first, stranger)}
-    # Host data meeting a GPU array goes to the GPU (the work is meant to run there, and suggesting the device
-    # the array is already on would fix nothing); otherwise the later argument joins the first.
-    moved, kept = (first, stranger) if on_gpu[stranger[0]] and not on_gpu[first[0]] else (stranger, first)
+
+    def pull(entry):  # where the work is meant to run: a GPU over the host, any other array over plain NumPy data
+        position, _, library = entry
+        return (library.platform(names[position]) != "cpu", not library.is_host)
+
+    # The array with less pull moves onto the other's device (suggesting the device an array is already on would
+    # fix nothing); between equals, the later argument joins the first.
+    moved, kept = (first, stranger) if pull(stranger) > pull(first) else (stranger, first)
     raise TypeError(f"arrays from different libraries or devices cannot be combined: {described}. Move argument "
                     f"{moved[0]} onto argument {kept[0]}'s device {names[kept[0]]!r} first: "
                     f"anynet.device({names[kept[0]]!r}).asarray(<argument {moved[0]}>).")

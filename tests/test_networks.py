@@ -41,8 +41,9 @@ def test_input_on_another_device_is_a_clear_error(device):
     assert "numpy ndarray on device 'cpu'" in message
     assert f"on device {weights_on.name!r}" in message
     # the fix names the argument to move and the device to move it to (backend's device-mixing error)
-    assert re.search(r"Move argument \d onto argument \d's device '[^']+' first: anynet\.device\('[^']+'\)"
-                     r"\.asarray\(<argument \d>\)", message), message
+    # the fix moves the NumPy input onto the weights' device, never the weights onto the input's
+    assert (f"Move argument 0 onto argument 1's device {weights_on.name!r} first: "
+            f"anynet.device({weights_on.name!r}).asarray(<argument 0>)") in message, message
 
 
 def _three_layer_weights(seed=0):
