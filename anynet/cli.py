@@ -136,6 +136,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"--model two-layer takes one --hidden size, got {len(args.hidden)}: {args.hidden}")
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
+    _check_hyperparameters(args)
     where = _pick_device(args.device)
     (x_train, t_train), (x_test, t_test) = load_dataset(args.dataset, PREPROCESSING["normalize"],
                                                         PREPROCESSING["flatten"], PREPROCESSING["one_hot_label"],
@@ -152,9 +153,13 @@ def _train(args: argparse.Namespace) -> int:
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=args.batch_size,
                       optimizer=args.optimizer, optimizer_param=optimizer_param, seed=args.seed,
-                      checkpoint=checkpoint, resume=resume)
+                      checkpoint=checkpoint, resume=resume, resume_anyway=args.resume_anyway)
     try:
         history = trainer.train()
+    except KeyboardInterrupt:
+        raise InterruptedRunError(_interrupted(trainer, checkpoint)) from None
+    except FileExistsError:  # another run holds the checkpoint's lock: its message says which
+        raise
     except OSError as error:  # the only file written while training is the checkpoint
         if checkpoint is None:
             raise
@@ -177,6 +182,33 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
         print(f"saved the training curves to {plot}")
     return 0
+
+
+class InterruptedRunError(Exception):
+    """Ctrl-C during training, with where to resume from."""
+
+
+def _interrupted(trainer, checkpoint: str | None) -> str:
+    epoch = trainer.current_epoch + 1
+    where = f"interrupted in epoch {epoch} of {trainer.epochs}"
+    if trainer.last_checkpoint is None:
+        return f"{where}; no checkpoint was written (--checkpoint FILE.npz keeps each finished epoch)"
+    path, done = trainer.last_checkpoint
+    return f"{where}; resume with --resume {path} (it holds epoch {done})"
+
+
+def _check_hyperparameters(args: argparse.Namespace) -> None:
+    """--lr and --weight-decay refused before the data loads, in the command's words."""
+    from .optimizers import check_hyperparameter
+
+    for option, name, value, expected in (("--lr", "lr", args.lr, "> 0"),
+                                          ("--weight-decay", "weight_decay_lambda", args.weight_decay, ">= 0")):
+        if value is None:
+            continue
+        try:
+            check_hyperparameter(option, name, value)
+        except ValueError:
+            raise UserError(f"{option} {value}: expected a finite number {expected}") from None
 
 
 def _parse_sizes(text: str) -> list[int]:
@@ -330,6 +362,8 @@ def build_parser(with_bench_options: bool = True) -> argparse.ArgumentParser:
     train.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
     train.add_argument("--checkpoint", metavar="FILE.npz", help="write a checkpoint after every epoch")
     train.add_argument("--resume", metavar="FILE.npz", help="continue from a checkpoint")
+    train.add_argument("--resume-anyway", action="store_true",
+                       help="resume even if the checkpoint was made with other settings or data (listed when refused)")
     train.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     train.set_defaults(run=_train)
 
@@ -418,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except BrokenPipeError:  # output piped into head and cut short
         return 0
+    except InterruptedRunError as interrupt:
+        print(f"anynet {args.command}: {interrupt}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"anynet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -85,7 +85,8 @@ def test_evaluate_takes_the_books_sigmoid_pickle(synthetic, tmp_path, capsys):
         (["train", "--model", "two-layer", "--hidden", "10", "20"], "--model two-layer takes one --hidden size"),
         (["train", "--epochs", "0"], "--epochs and --batch-size must be at least 1"),
         (["train", "--device", "tpu"], "unknown device 'tpu'"),
-        (["train", "--device", "cpu", "--lr", "-1"], "got lr=-1.0"),
+        (["train", "--device", "cpu", "--lr", "-1"], "--lr -1.0: expected a finite number > 0"),
+        (["train", "--device", "cpu", "--weight-decay", "nan"], "--weight-decay nan: expected a finite number >= 0"),
         (["evaluate", "--weights", "/nonexistent.npz"], "--weights /nonexistent.npz: no such file"),
     ],
 )
