@@ -397,6 +397,7 @@ def test_parameters_made_non_finite_by_an_epochs_last_update_are_never_checkpoin
     assert read_metadata(checkpoint)["epoch"] == 1 and trainer.current_epoch == 1
 
 
+@pytest.mark.slow  # eight whole training runs
 @pytest.mark.parametrize("optimizer, param, batch", [
     ("sgd", {"lr": 0.1}, 100), ("adam", {"lr": 0.001}, 100), ("adam", {"lr": 0.01}, 100),
     ("momentum", {"lr": 0.1}, 100), ("adagrad", {"lr": 0.1}, 100), ("rmsprop", {"lr": 0.01}, 100),
