@@ -85,3 +85,28 @@ def test_ctrl_c_says_which_checkpoint_to_resume_from(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("anynet train: interrupted in epoch ")
     assert f"of 50; resume with --resume {checkpoint} (it holds epoch " in lines[0]
     assert not Path(f"{checkpoint}.lock").exists()
+
+
+def test_a_killed_run_resumes_to_the_same_result_as_an_unbroken_one(tmp_path):
+    """SIGKILL mid-run (no handler runs): the last checkpoint is whole, the dead run's lock and temporary files do not
+    block or litter the resumed run, and it ends exactly where a run never killed ends."""
+    run_args = [*SMALL, "--batch-size", "200", "--epochs", "4"]
+    unbroken = _anynet(*run_args)
+    assert unbroken.returncode == 0, unbroken.stderr
+    checkpoint = tmp_path / "ck.npz"
+    run = subprocess.Popen(_command(*run_args, "--checkpoint", checkpoint), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.02)
+        run.kill()
+        run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGKILL and checkpoint.exists()
+    resumed = _anynet(*run_args, "--checkpoint", checkpoint, "--resume", checkpoint)
+    assert resumed.returncode == 0, resumed.stderr
+    final = [line for line in unbroken.stdout.splitlines() if line.startswith("final test accuracy")]
+    assert final and final == [line for line in resumed.stdout.splitlines() if line.startswith("final test accuracy")]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ck.npz"]  # no lock, no temporary file left
