@@ -320,3 +320,15 @@ def test_fused_step_refuses_labels_out_of_range_and_changes_nothing(device_name,
             net.gradient(*batch)
     with pytest.raises(TypeError, match="labels must be integers"):
         net.gradient(batch[0], where.asarray(labels[:16].astype(np.float32)))
+
+
+@pytest.mark.parametrize("device_name", FAST_DEVICE_PARAMS)
+def test_fused_step_refuses_an_empty_batch_by_name(device_name):
+    where = anynet.device(device_name)
+    (net, _), (optimizer, _) = _pair(where, "relu", 0.0, "sgd")
+    step = _fused_step(net, optimizer)
+    x, labels, _ = problem(8)
+    x, t = where.asarray(x), where.asarray(labels)
+    for args in ((x[:0], t[:0]), (x, t, where.asarray(np.arange(0)))):
+        with pytest.raises(ValueError, match=r"cannot take a training step on an empty batch \(x of shape"):
+            step(*args)

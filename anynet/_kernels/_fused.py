@@ -98,16 +98,20 @@ class FusedStepBase:
                 self.optimizer.rebind_state(slot, self.slots[slot].views)
         return self.params.views
 
+    # Whether a range check may read the labels back: on the host it costs nothing; on a GPU it would make the
+    # step wait, so there the kernel turns a bad label's row into NaN instead (a NaN loss, never a wrong one).
+    reads_labels = True
+
     def check_labels(self, t):
-        """Refuse labels outside 0..classes-1 (and non-integer ones) before a kernel indexes with them: one host
-        read per label array, so the Trainer (which passes the same training labels every step) pays it once.
-        One-hot targets pass unchecked."""
+        """Refuse non-integer labels, and (where ``reads_labels``) labels outside 0..classes-1 before a kernel
+        indexes with them: one read per label array, so the Trainer (which passes the same training labels every
+        step) pays it once. One-hot targets pass unchecked."""
         if t.ndim != 1 or t is self._checked_labels:
             return
         xp, classes = self.xp, self.sizes[-1]
         if t.dtype.kind not in "iu":
             raise label_dtype_error(classes, t.dtype)
-        if t.shape[0]:
+        if t.shape[0] and self.reads_labels:
             low, high = (int(value) for value in (xp.min(t), xp.max(t)))
             if low < 0 or high >= classes:
                 raise label_range_error(classes, low, high)
@@ -117,6 +121,9 @@ class FusedStepBase:
         """Rows ``indices`` of ``x`` (all if None) flattened, in the parameters' dtype: device data of another
         float dtype is cast (the kernels take one dtype), into ``out`` where the dtypes allow."""
         xp = self.xp
+        if (x.shape[0] if indices is None else indices.shape[0]) == 0:
+            raise ValueError(f"cannot take a training step on an empty batch (x of shape {tuple(x.shape)}): pass at "
+                             "least one sample")
         if indices is None:
             rows = xp.reshape(x, (x.shape[0], -1))
             return rows if rows.dtype == self.dtype else rows.astype(self.dtype)

@@ -159,6 +159,7 @@ class FusedStep(FusedStepBase):
     xp = cupy
     Buffers = _Buffers
     updates = UPDATES
+    reads_labels = False  # no wait for a range check: _softmax_xent_labels makes a bad label's row NaN
 
     def __init__(self, spec, optimizer):
         super().__init__(spec, optimizer)
@@ -221,7 +222,13 @@ def _device_of_params(spec, *arrays):
     otherwise read them across GPUs, or fail without peer access, with an error naming neither."""
     where = spec.params()["W1"].device
     for x in arrays:
-        if x is not None and x.device != where:
+        if x is None:
+            continue
+        if not isinstance(x, cupy.ndarray):
+            raise TypeError(f"the network's parameters are on cuda:{where.id} and an input is a "
+                            f"{type(x).__module__}.{type(x).__qualname__}; move it there first: "
+                            f"anynet.device('cuda:{where.id}').asarray(x)")
+        if x.device != where:
             raise ValueError(f"the network's parameters are on cuda:{where.id} and an input is on cuda:{x.device.id}; "
                              f"move it there first: anynet.device('cuda:{where.id}').asarray(x)")
     return where
