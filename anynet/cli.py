@@ -257,7 +257,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"data: {dataset} test split, {shown}{' (' + assumed + ')' if assumed else ''}")
     x, t = where.asarray(x, dtype="float32"), where.asarray(t)
     xp = where.xp
-    scores = xp.concat([network.predict(x[start:stop, ...]) for start, stop in chunk_bounds(x.shape[0], 10000)])
+    with where.active():  # CuPy's concat goes to its current GPU: make it the network's
+        scores = xp.concat([network.predict(x[start:stop, ...]) for start, stop in chunk_bounds(x.shape[0], 10000)])
     counts = to_numpy(confusion_matrix(t, scores, 10)).tolist()
     names = DATASETS[dataset].class_names
     correct = sum(counts[i][i] for i in range(10))
@@ -277,7 +278,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         from .plot import plot_misclassified
 
         try:
-            plot_misclassified(x, t, softmax(scores), plot, class_names=names)
+            with where.active():
+                probabilities = softmax(scores)
+            plot_misclassified(x, t, probabilities, plot, class_names=names)
         except OSError as error:
             raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
         print(f"saved misclassified test images to {plot}")

@@ -15,11 +15,11 @@ def confusion_matrix(t: Any, y: Any, num_classes: int) -> Any:
     ``t``: integer labels (N,) or one-hot (N, classes). ``y``: predicted labels (N,) or scores (N, classes).
     """
     xp = namespace(t, y)
-    labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
-    guesses = xp.argmax(y, axis=1) if y.ndim == 2 else y
-    with device_of(labels).active():  # CuPy's arange goes to its current GPU, whatever device= says
+    with device_of(t).active():  # CuPy computes on its current GPU, whatever device the inputs are on
+        labels = xp.argmax(t, axis=1) if t.ndim == 2 else t
+        guesses = xp.argmax(y, axis=1) if y.ndim == 2 else y
         classes = xp.arange(num_classes, device=native_device(labels))
-    true_one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, xp.float32)
-    guess_one_hot = xp.astype(xp.reshape(guesses, (-1, 1)) == classes, xp.float32)
-    # a float32 product counts exactly up to 2**24 samples per cell, and every backend multiplies float32
-    return xp.astype(xp.round(true_one_hot.T @ guess_one_hot), xp.int64)
+        true_one_hot = xp.astype(xp.reshape(labels, (-1, 1)) == classes, xp.float32)
+        guess_one_hot = xp.astype(xp.reshape(guesses, (-1, 1)) == classes, xp.float32)
+        # a float32 product counts exactly up to 2**24 samples per cell, and every backend multiplies float32
+        return xp.astype(xp.round(true_one_hot.T @ guess_one_hot), xp.int64)

@@ -182,11 +182,14 @@ class Trainer:
         self.fast_path = fast_path
         self._fused: Any = None
 
-        self.train_size = _check_data("training", x_train, t_train, network, "x_train")
-        _check_data("test", x_test, t_test, network, "x_test")
-        # what a checkpoint records of the data (a few rows, on the host), taken from the arrays as given
-        self._data_fingerprint = (data_fingerprint(x_train, t_train) if checkpoint is not None or resume is not None
-                                  else None)
+        with self.where.active():  # CuPy data on cuda:N is checked there, not on the current GPU
+            self.train_size = _check_data("training", x_train, t_train, network, "x_train")
+            _check_data("test", x_test, t_test, network, "x_test")
+        # What a checkpoint records of the data (a few rows and the labels, copied to the host), taken from the
+        # arrays as given, so that the same data resumes whatever dtype the network casts it to; made when first
+        # needed, so a run without checkpoints copies nothing.
+        self._given_train = (x_train, t_train)
+        self._fingerprint: dict | None = None
         self._holding_lock = False
         self._dtype = next(iter(network.params.values())).dtype
         self.resident = self._fits(x_train, t_train, x_test, t_test)
@@ -294,6 +297,12 @@ class Trainer:
             return self.network.last_loss
         return float(self.network.loss(x_batch, t_batch))  # a network of the book's kind: its loss after the update
 
+    def _data_fingerprint(self) -> dict:
+        if self._fingerprint is None:
+            with self.where.active():
+                self._fingerprint = data_fingerprint(*self._given_train)
+        return self._fingerprint
+
     def _fused_step(self):
         """The network's fused gradient-and-update step (asked once), or None: fast path off or not offered."""
         if self._fused is None:
@@ -348,7 +357,8 @@ class Trainer:
             cause = _learning_rate_advice(self.optimizer)
         saved = self.last_checkpoint
         kept = (f". The checkpoint {saved.path} (epoch {saved.epoch}) is kept: resume from it with a lower learning "
-                f"rate" if saved is not None else "")
+                "rate and resume_anyway=True (--resume-anyway), since the rate differs from the checkpoint's"
+                if saved is not None else "")
         raise TrainingDivergedError(f"{what}{before}. {cause}{kept}", epoch=epoch, step=overall, loss=value,
                                     last_finite_loss=last, checkpoint=saved)
 
@@ -418,8 +428,7 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "first_loss": self.first_loss,
             "config": self._config(),
-            "data": self._data_fingerprint if self._data_fingerprint is not None else
-            data_fingerprint(self.x_train, self.t_train),
+            "data": self._data_fingerprint(),
             "history": {"train_loss_list": self.train_loss_list, "train_acc_list": self.train_acc_list,
                         "test_acc_list": self.test_acc_list, "epoch_seconds": self.epoch_seconds},
         })
@@ -488,8 +497,8 @@ def _differences(trainer: Trainer, metadata: dict) -> tuple[list[str], list[str]
         if name in recorded and recorded[name] != ours[name]:
             other.append(f"{name} {ours[name]} vs {recorded[name]} in the checkpoint")
     data = metadata.get("data")
-    if data is not None and data != trainer._data_fingerprint:
-        other.append(_data_difference(trainer._data_fingerprint, data))
+    if data is not None and data != trainer._data_fingerprint():
+        other.append(_data_difference(trainer._data_fingerprint(), data))
     return blocking, other
 
 

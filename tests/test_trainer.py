@@ -332,7 +332,8 @@ def test_a_learning_rate_far_too_high_stops_at_the_step_the_loss_explodes(device
         rf"{1000 * first:.4g} \(1000 times the run's first loss, {first:.4g}\); the last finite loss was \S+ "
         r"\(step 31 overall\)\. The learning rate is likely too high for Adam: lr=1e\+06 \(Adam's default is "
         rf"0\.001\); lower it, e\.g\. to lr=100000\. The checkpoint {re.escape(str(tmp_path / 'ckpt.npz'))} "
-        r"\(epoch 1\) is kept: resume from it with a lower learning rate", str(error)), str(error)
+        r"\(epoch 1\) is kept: resume from it with a lower learning rate and resume_anyway=True "
+        r"\(--resume-anyway\), since the rate differs from the checkpoint's", str(error)), str(error)
     assert (error.epoch, error.step) == (2, 32) and error.loss > 1000 * first
     assert error.last_finite_loss == pytest.approx(trainer.train_loss_list[-1], rel=1) and error.last_finite_loss < 10
     assert error.checkpoint == (str(tmp_path / "ckpt.npz"), 1) == trainer.last_checkpoint
@@ -649,3 +650,18 @@ def test_labels_on_the_device_are_checked_where_they_are(data, monkeypatch):
     with pytest.raises(ValueError, match=r"labels must be class numbers 0\.\.9 for 10 classes, got labels from 5 "
                                          r"to 14"):
         Trainer(TwoLayerNet(784, 8, 10, device=where, seed=0), on_device[0], bad, *on_device[2:], verbose=False)
+
+
+def test_a_checkpoint_saved_by_hand_resumes_with_the_same_integer_data(tmp_path):
+    """The fingerprint is of the data as given, not as cast for the network: uint8 images resume as uint8."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(200, 4), dtype=np.uint8)
+    t = rng.integers(0, 3, size=200)
+    trainer = Trainer(MultiLayerNet(4, [5], 3, seed=0), x, t, x, t, epochs=2, mini_batch_size=50, seed=0,
+                      verbose=False)
+    trainer.train_epoch()
+    trainer.save_checkpoint(tmp_path / "ck.npz")
+    resumed = Trainer(MultiLayerNet(4, [5], 3, seed=0), x, t, x, t, epochs=2, mini_batch_size=50, seed=0,
+                      verbose=False, resume=tmp_path / "ck.npz")
+    assert resumed.current_epoch == 1
+    assert read_metadata(tmp_path / "ck.npz")["data"]["x_train"]["dtype"] == "uint8"
