@@ -141,11 +141,22 @@ def search_folders(name: str, root: str | os.PathLike | None = None,
 
 def _find(info: DatasetInfo, data: DataFile, folders: list) -> Path | None:
     """The first copy of ``data`` in ``folders``, published .gz or uncompressed."""
-    for _, folder in folders:
+    for how, folder in folders:
         for candidate in (folder / data.filename, folder / data.filename.removesuffix(".gz")):
-            if candidate.is_file():
+            if candidate.is_file() and not (how == "data_dir itself" and _of_another_dataset(candidate, info)):
                 return candidate
     return None
+
+
+def _of_another_dataset(path: Path, info: DatasetInfo) -> bool:
+    """Whether ``path`` is the published file of a dataset other than ``info``'s. MNIST and Fashion-MNIST share
+    file names, so a folder holding one's files directly (the older meaning of --data-dir) may be the other's:
+    the search goes on past them instead of refusing them."""
+    try:
+        known = _identify(hashlib.md5(idx_bytes(path.read_bytes(), source=str(path))).hexdigest())
+    except (OSError, ValueError):
+        return False  # unreadable or not IDX: _parse_checked names the problem
+    return known is not None and not known.startswith(f"{info.name}'s ")
 
 
 def _mirrors(info: DatasetInfo, mirrors: Sequence[str] | str | None) -> list[str]:
@@ -266,8 +277,9 @@ def _parse_checked(path: Path, info: DatasetInfo, data: DataFile) -> numpy.ndarr
                                                   "dataset in the same format)"
             raise ValueError(
                 f"{path}: expected {info.name}'s {data.filename}, but {what} (md5 of the uncompressed data "
-                f"{digest}, expected {data.content_md5}); put the published file there, or delete this one and "
-                "anynet downloads it"
+                f"{digest}, expected {data.content_md5}); put the published file there"
+                + (" (and keep this one in a folder of its own dataset)" if known else
+                   ", or delete this one and anynet downloads it")
             )
         _CHECKED.add(key)
     return array

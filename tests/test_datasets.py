@@ -181,7 +181,7 @@ def test_a_file_of_another_dataset_is_refused_with_what_it_is(tiny, tmp_path, mo
     assert str(caught.value) == (
         f"{images}: expected tiny's t10k-images-idx3-ubyte.gz, but it is other's t10k-images-idx3-ubyte.gz (md5 of "
         f"the uncompressed data {other.info.files[('test', 'images')].content_md5}, expected {expected}); put the "
-        "published file there, or delete this one and anynet downloads it")
+        "published file there (and keep this one in a folder of its own dataset)")
     assert not (tmp_path / "cache" / "anynet" / "tiny" / "parsed").exists()  # nothing cached for it
 
 

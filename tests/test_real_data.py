@@ -267,5 +267,16 @@ def test_a_fashion_mnist_file_under_mnist_is_refused(tmp_path):
     assert result.stderr == (
         f"anynet evaluate: error: {folder / 't10k-images-idx3-ubyte.gz'}: expected mnist's t10k-images-idx3-ubyte.gz, "
         "but it is fashion-mnist's t10k-images-idx3-ubyte.gz (md5 of the uncompressed data "
-        "8181f5470baa50b63fa0f6fddb340f0a, expected 2646ac647ad5339dbf082846283269ea); put the published file there, "
-        "or delete this one and anynet downloads it\n")
+        "8181f5470baa50b63fa0f6fddb340f0a, expected 2646ac647ad5339dbf082846283269ea); put the published file there "
+        "(and keep this one in a folder of its own dataset)\n")
+
+
+def test_another_datasets_files_straight_in_data_dir_are_passed_over(tmp_path):
+    """MNIST and Fashion-MNIST share file names: Fashion-MNIST's files directly in data_dir (the older meaning of
+    --data-dir) do not stop MNIST from being found where it is."""
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / name).write_bytes((Path(DATA) / "fashion-mnist" / name).read_bytes())
+    _, t = datasets.load_mnist(split="test", data_dir=tmp_path, download=False)
+    assert np.bincount(t).tolist() == MNIST_TEST_LABEL_COUNTS
+    _, t = datasets.load_fashion_mnist(split="test", data_dir=tmp_path, download=False)
+    assert np.bincount(t).tolist() == [1000] * 10
