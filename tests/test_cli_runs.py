@@ -23,12 +23,22 @@ SMALL = ["train", "--dataset", "fashion-mnist", "--hidden", "20", "--batch-size"
          "--seed", "0"]
 
 
+# The runs find the data through ANYNET_DATA only: their parsed-data cache is their own, and nothing is downloaded.
+ENV: dict = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated(tmp_path_factory):
+    ENV.update(os.environ, XDG_CACHE_HOME=str(tmp_path_factory.mktemp("cache")),
+               ANYNET_MNIST_MIRROR="http://127.0.0.1:9/", ANYNET_FASHION_MNIST_MIRROR="http://127.0.0.1:9/")
+
+
 def _command(*args):
     return [sys.executable, "-m", "anynet", *map(str, args)]
 
 
 def _anynet(*args):
-    return subprocess.run(_command(*args), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(_command(*args), capture_output=True, text=True, cwd=ROOT, timeout=300, env=ENV)
 
 
 def test_a_diverging_learning_rate_stops_the_run_in_one_line_and_saves_nothing(tmp_path):
@@ -70,7 +80,7 @@ def test_a_checkpoint_another_live_run_is_writing_is_refused(tmp_path):
 def test_ctrl_c_says_which_checkpoint_to_resume_from(tmp_path):
     checkpoint = tmp_path / "ck.npz"
     run = subprocess.Popen(_command(*SMALL, "--batch-size", "100", "--epochs", "50", "--checkpoint", checkpoint),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV)
     try:
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and time.monotonic() < deadline and run.poll() is None:

@@ -78,7 +78,10 @@ def scratch(tmp_path):
 
 def _run(kind_and_text, cwd: Path) -> subprocess.CompletedProcess:
     kind, text = kind_and_text
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg")
+    # the data through ANYNET_DATA only: a cache of their own beside them, and nothing downloaded
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", MPLBACKEND="Agg",
+               XDG_CACHE_HOME=str(cwd / ".cache"), ANYNET_MNIST_MIRROR="http://127.0.0.1:9/",
+               ANYNET_FASHION_MNIST_MIRROR="http://127.0.0.1:9/")
     if kind == "py":
         command = [sys.executable, "-c", text]
     else:  # this checkout's virtual environment and scripts stand for the newcomer's
