@@ -41,7 +41,7 @@ RANGES = {
     "momentum": (0.0, 1.0, True, False),
     "beta1": (0.0, 1.0, True, False),
     "beta2": (0.0, 1.0, True, False),
-    "decay_rate": (0.0, 1.0, True, True),
+    "decay_rate": (0.0, 1.0, True, False),  # 1 keeps RMSprop's h at 0: every step would be lr * g / 1e-7
     "weight_decay_lambda": (0.0, math.inf, True, False),  # a network's, checked here beside the others
 }
 

@@ -114,8 +114,10 @@ def test_bad_optimizer_settings_are_named():
         ("nesterov", {"momentum": -0.5}, r"Nesterov: momentum must be a finite number in \[0, 1\), got momentum=-0.5"),
         ("adam", {"beta1": 1.0}, r"Adam: beta1 must be a finite number in \[0, 1\), got beta1=1.0"),
         ("adam", {"beta2": "0.9"}, None),
-        ("rmsprop", {"decay_rate": 1.5}, r"RMSprop: decay_rate must be a finite number in \[0, 1\], got "
+        ("rmsprop", {"decay_rate": 1.5}, r"RMSprop: decay_rate must be a finite number in \[0, 1\), got "
                                          r"decay_rate=1.5"),
+        ("rmsprop", {"decay_rate": 1.0}, r"RMSprop: decay_rate must be a finite number in \[0, 1\), got "
+                                         r"decay_rate=1.0"),
     ],
 )
 def test_hyperparameters_that_make_every_update_non_finite_are_refused_when_made(name, settings, message):
