@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import socket
 import tempfile
 import time
@@ -132,6 +133,26 @@ def _stale(lock: Path, owner: dict | None) -> bool:
     return owner.get("host") == socket.gethostname() and not _alive(owner["pid"])
 
 
+def _take_over(lock: Path, owner: dict | None) -> bool:
+    """Remove the stale lock ``owner`` wrote, and only that one; False if another run took it over first.
+
+    Removing it by name would race: a second run that judged the same stale lock a moment later would delete the
+    first one's fresh lock and both would write. So the lock is first moved aside (atomic), and put back if what was
+    moved is no longer the stale one."""
+    aside = lock.with_name(f"{lock.name}.{os.getpid()}-{secrets.token_hex(4)}.stale")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return True  # gone meanwhile: it is free to take
+    if _owner(aside) == owner:
+        os.unlink(aside)
+        return True
+    with contextlib.suppress(FileExistsError):  # another run's fresh lock: back where it was
+        os.link(aside, lock)
+    os.unlink(aside)
+    return False
+
+
 def _refusal(path: str | os.PathLike, lock: Path, owner: dict | None) -> LockedError:
     if owner is None:
         who = "another process (its lock file cannot be read)"
@@ -155,10 +176,8 @@ def exclusive_lock(path: str | os.PathLike):
             handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             owner = _owner(lock)
-            if not _stale(lock, owner):
-                raise _refusal(path, lock, owner) from None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock)
+            if not _stale(lock, owner) or not _take_over(lock, owner):
+                raise _refusal(path, lock, _owner(lock) if _owner(lock) is not None else owner) from None
             continue
         with os.fdopen(handle, "w") as sink:
             json.dump(mine, sink)

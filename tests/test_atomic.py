@@ -124,3 +124,28 @@ def test_a_killed_lock_holder_does_not_block_the_next_run(tmp_path):
     with exclusive_lock(target):
         pass
     assert not lock_path(target).exists()
+
+
+def test_two_runs_taking_over_one_stale_lock_do_not_both_get_it(tmp_path, monkeypatch):
+    """Another run takes the dead writer's lock between this run's look at it and its removal: this run must leave
+    that fresh lock alone and refuse, not delete it and write too."""
+    import anynet._atomic as atomic
+
+    target = tmp_path / "ck.npz"
+    lock = lock_path(target)
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "since": 0.0}))  # no such PID
+    other = {"pid": os.getppid(), "host": socket.gethostname(), "since": time.time()}  # a live process
+    judged = atomic._stale
+
+    def stale_then_taken(path, owner):
+        verdict = judged(path, owner)
+        lock.unlink()  # the other run, meanwhile, removes the stale lock and takes its own
+        lock.write_text(json.dumps(other))
+        return verdict
+
+    monkeypatch.setattr(atomic, "_stale", stale_then_taken)
+    with pytest.raises(LockedError, match=rf"is being written by process {other['pid']} on "), \
+            exclusive_lock(target):
+        pytest.fail("both runs hold the lock")
+    assert json.loads(lock.read_text()) == other
+    assert [path.name for path in tmp_path.iterdir()] == [lock.name]  # nothing moved aside is left
