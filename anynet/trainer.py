@@ -468,8 +468,12 @@ class Trainer:
 
 
 def _json_seed(seed) -> int | str | None:
-    """The seed as a checkpoint's JSON can hold it (a NumPy integer is not JSON)."""
-    return seed if seed is None else int(seed) if isinstance(seed, numbers.Integral) else repr(seed)
+    """The seed as a checkpoint's JSON can hold it (a NumPy integer is not JSON). A generator or seed sequence is
+    recorded by its kind only: its repr holds a memory address, which no later run could match (the batch order
+    itself is restored from the generator state the checkpoint holds)."""
+    if seed is None or isinstance(seed, numbers.Integral):
+        return seed if seed is None else int(seed)
+    return f"<{type(seed).__name__}>"
 
 
 def _dtype_name(dtype) -> str:

@@ -665,3 +665,15 @@ def test_a_checkpoint_saved_by_hand_resumes_with_the_same_integer_data(tmp_path)
                       verbose=False, resume=tmp_path / "ck.npz")
     assert resumed.current_epoch == 1
     assert read_metadata(tmp_path / "ck.npz")["data"]["x_train"]["dtype"] == "uint8"
+
+
+def test_a_run_seeded_with_a_generator_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    t = rng.integers(0, 3, size=200)
+    options = {"epochs": 2, "mini_batch_size": 50, "verbose": False, "checkpoint": tmp_path / "ck.npz"}
+    Trainer(MultiLayerNet(4, [5], 3, seed=0), x, t, x, t, seed=np.random.default_rng(1), **options).train_epoch()
+    resumed = Trainer(MultiLayerNet(4, [5], 3, seed=0), x, t, x, t, seed=np.random.default_rng(1),
+                      resume=tmp_path / "ck.npz", **options)
+    assert resumed.current_epoch == 1
+    assert read_metadata(tmp_path / "ck.npz")["config"]["seed"] == "<Generator>"
