@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from ..functions import label_dtype_error, label_range_error
+from ..backend import namespace
+from ..functions import check_labels, label_dtype_error
 
 # The activations the fast paths implement.
 ACTIVATIONS = ("relu", "sigmoid")
@@ -98,23 +99,20 @@ class FusedStepBase:
                 self.optimizer.rebind_state(slot, self.slots[slot].views)
         return self.params.views
 
-    # Whether a range check may read the labels back: on the host it costs nothing; on a GPU it would make the
+    # Whether the label check may read the labels back: on the host it costs nothing; on a GPU it would make the
     # step wait, so there the kernel turns a bad label's row into NaN instead (a NaN loss, never a wrong one).
     reads_labels = True
 
     def check_labels(self, t):
-        """Refuse non-integer labels, and (where ``reads_labels``) labels outside 0..classes-1 before a kernel
-        indexes with them: one read per label array, so the Trainer (which passes the same training labels every
-        step) pays it once. One-hot targets pass unchecked."""
+        """Refuse non-integer labels, and (where ``reads_labels``, with the generic path's ``check_labels``) labels
+        outside 0..classes-1, before a kernel indexes with them: once per label array, so the Trainer (which passes
+        the same training labels every step) pays it once. One-hot targets pass unchecked."""
         if t.ndim != 1 or t is self._checked_labels:
             return
-        xp, classes = self.xp, self.sizes[-1]
-        if t.dtype.kind not in "iu":
-            raise label_dtype_error(classes, t.dtype)
-        if t.shape[0] and self.reads_labels:
-            low, high = (int(value) for value in (xp.min(t), xp.max(t)))
-            if low < 0 or high >= classes:
-                raise label_range_error(classes, low, high)
+        if self.reads_labels:
+            check_labels(namespace(t), t, self.sizes[-1])
+        elif t.dtype.kind not in "iu":
+            raise label_dtype_error(self.sizes[-1], t.dtype)
         self._checked_labels = t
 
     def input_rows(self, x, indices, out):
