@@ -10,7 +10,9 @@ knows its namespace and moves arrays of any supported library onto itself.
 
 from __future__ import annotations
 
+import functools
 import numbers
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,7 +25,7 @@ from ._libraries._base import DTYPE_NAMES as _DTYPE_NAMES
 from ._libraries._base import dtype_name as _dtype_name
 
 __all__ = ["Device", "device", "device_of", "same_device", "available_devices", "namespace", "to_numpy",
-           "on_device_of", "native_device", "host_generator", "library_versions"]
+           "on_device_of", "native_device", "running_on", "host_generator", "library_versions"]
 
 _NAMESPACE_BY_TYPE: dict[type, ModuleType] = {}  # array_namespace walks isinstance checks: once per type
 
@@ -121,6 +123,21 @@ def on_device_of(reference: Any, x: Any) -> Any:
     if reference_library is not None and reference_library.is_host:
         return host.astype(reference.dtype, copy=False) if floating else host
     return device_of(reference).asarray(host, dtype=reference.dtype if floating else None)
+
+
+def running_on(device_for: Callable[..., Device]) -> Callable[[Callable], Callable]:
+    """A decorator running a method with ``device_for(self, *args)`` active (:meth:`Device.active`): CuPy puts new
+    arrays and kernels on its current GPU, not the one the method's arrays are on (a no-op on other libraries)."""
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def on_device(self, *args, **kwargs):
+            with device_for(self, *args).active():
+                return method(self, *args, **kwargs)
+
+        return on_device
+
+    return decorate
 
 
 def native_device(x: Any) -> Any:

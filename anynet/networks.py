@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -10,7 +9,7 @@ from typing import Any
 
 from ._kernels import AffineStackSpec, label_predictor
 from ._kernels import fused_step as _kernel_step
-from .backend import Device, device_of, host_generator, namespace, on_device_of, same_device, to_numpy
+from .backend import Device, device_of, host_generator, namespace, on_device_of, running_on, same_device, to_numpy
 from .backend import device as make_device
 from .chunking import chunk_bounds
 from .functions import identity_function, label_dtype_error, label_range_error, sigmoid, softmax
@@ -66,16 +65,8 @@ def predict(network: dict[str, Any], x: Any) -> Any:
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": Relu}
 
 
-def _on_own_device(method: Callable) -> Callable:
-    """Run ``method`` with the network's device active: CuPy puts new arrays and kernels on its current GPU, not
-    the one the weights are on (a no-op on every other library)."""
-
-    @functools.wraps(method)
-    def on_device(self, *args, **kwargs):
-        with self.device.active():
-            return method(self, *args, **kwargs)
-
-    return on_device
+# Network methods run with the weights' device active (CuPy's current GPU).
+_on_own_device = running_on(lambda self, *args: self.device)
 
 
 class _AffineStack:

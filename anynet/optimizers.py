@@ -6,12 +6,10 @@ moments) is created there on the first update and moves with ``optimizer.to(devi
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
-from .backend import Device, device_of, namespace, same_device
+from .backend import Device, device_of, namespace, running_on, same_device
 from .backend import device as make_device
 
 __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZERS", "make_optimizer",
@@ -21,17 +19,9 @@ __all__ = ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "OPTIMIZ
 EPSILON = 1e-7
 
 
-def on_params_device(update: Callable) -> Callable:
-    """Run ``update(self, params, grads)`` with the parameters' device active: CuPy puts new arrays (the state,
-    the temporaries) on its current GPU, not the parameters' one (a no-op on every other library). Decorate the
-    ``update`` of an optimizer of your own with it too."""
-
-    @functools.wraps(update)
-    def on_device(self, params, grads):
-        with device_of(next(iter(params.values()))).active():
-            return update(self, params, grads)
-
-    return on_device
+# ``update(self, params, grads)`` runs with the parameters' device active (CuPy's current GPU); decorate the
+# ``update`` of an optimizer of your own with it too.
+on_params_device = running_on(lambda self, params, *rest: device_of(next(iter(params.values()))))
 
 
 # The values each hyperparameter may take: (lowest, highest, lowest allowed, highest allowed). A value outside (NaN,
