@@ -24,7 +24,7 @@ from .functions import (
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
 from .io import load_params, save_params
-from .networks import MultiLayerNet, TwoLayerNet, forward, init_network, predict
+from .networks import LayerNet, MultiLayerNet, MultiLayerNetExtend, TwoLayerNet, forward, init_network, predict
 from .trainer import Trainer
 
 __all__ = [
@@ -60,5 +60,7 @@ __all__ = [
     "predict",
     "TwoLayerNet",
     "MultiLayerNet",
+    "MultiLayerNetExtend",
+    "LayerNet",
     "Trainer",
 ]

@@ -83,6 +83,12 @@ def _raise_mixed(arrays: tuple) -> None:
                     f"anynet.device({names[kept[0]]!r}).asarray(<argument {moved[0]}>).")
 
 
+def unsigned_wraps(x: Any) -> bool:
+    """Whether the library of array ``x`` wraps unsigned integer arithmetic and takes NumPy's in-place ufuncs."""
+    library = _library_of(x)
+    return library is not None and library.unsigned_wraps
+
+
 def same_device(a: Any, b: Any) -> bool:
     """Whether arrays ``a`` and ``b`` are of one library on one device (cheap: no Device is made)."""
     library = _library_of(a)

@@ -53,7 +53,7 @@ def save_params(path: str | os.PathLike, params: Any, metadata: dict | None = No
     The write is atomic: the file is complete or, if anything fails, the previous file is left as it was.
     """
     if not isinstance(params, Mapping) and isinstance(getattr(params, "params", None), Mapping):
-        params, metadata = params.params, _with_architecture(params, metadata)
+        params, metadata = network_arrays(params), _with_architecture(params, metadata)
     if not isinstance(params, Mapping) or not params:
         raise TypeError(
             f"save_params takes a network or a non-empty dict of name -> array, got {type(params).__name__}"
@@ -74,6 +74,13 @@ def save_params(path: str | os.PathLike, params: Any, metadata: dict | None = No
     with atomic_write(path) as sink:
         numpy.savez(sink, **host)  # type: ignore[arg-type]  # the stub reads **kwds as its allow_pickle
     return path
+
+
+def network_arrays(network: Any) -> Mapping[str, Any]:
+    """What is saved of ``network``: its parameters and running statistics (``state_arrays()``, anynet's layered
+    networks), else its ``params``."""
+    state = getattr(network, "state_arrays", None)
+    return state() if state is not None else network.params
 
 
 def _with_architecture(network: Any, metadata: dict | None) -> dict | None:
@@ -262,7 +269,7 @@ def save_checkpoint(path: str | os.PathLike, network: Any, optimizer: Any, state
     generator's state) and "history" (its lists). Read it back with :func:`load_checkpoint`.
     """
     optimizer_state = optimizer.state_dict()
-    arrays = {f"{_PARAM}{k}": v for k, v in network.params.items()}
+    arrays = {f"{_PARAM}{k}": v for k, v in network_arrays(network).items()}
     arrays.update({f"{_OPTIMIZER}{k}": v for k, v in optimizer_state["arrays"].items()})
     state = dict(state)
     metadata = {"kind": CHECKPOINT_KIND, "epoch": state.pop("epoch"), "iter": state.pop("iter"),
@@ -270,6 +277,9 @@ def save_checkpoint(path: str | os.PathLike, network: Any, optimizer: Any, state
                 "optimizer": {"name": type(optimizer).__name__, "iter": optimizer_state["iter"],
                               "hyperparameters": optimizer.hyperparameters()},
                 **state}
+    random_state = getattr(network, "random_state", None)
+    if random_state is not None and random_state():  # dropout's generators: a resumed run draws the same masks
+        metadata["network_random_state"] = random_state()
     return save_params(path, arrays, metadata=metadata)
 
 

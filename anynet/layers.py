@@ -1,7 +1,11 @@
-"""Backprop layers of the book's chapter 5, each with ``forward`` and ``backward``, for any array library.
+"""Backprop layers of the book's chapters 5-6, each with ``forward`` and ``backward``, for any array library.
 
 A layer keeps what its backward pass needs from the last forward pass. Weights are held by reference, so an
-optimizer that updates the network's ``params`` in place updates the layers too.
+optimizer that updates the network's ``params`` in place updates the layers too. A layer with parameters names
+them in ``param_names`` (their gradients are the attributes ``d<name>`` after ``backward``), and the running state
+that is saved with them but not trained in ``buffer_names``; :class:`anynet.networks.LayerNet` numbers them as the
+book does (the k-th layer holding ``W`` holds ``W<k>``). Layers that behave differently in training take
+``train_flg`` in ``forward``.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import device_of, namespace, native_device
+from .backend import device_of, host_generator, namespace, native_device
 from .functions import _check_batch, _floating, _log_softmax, _mean_nll, _nan_where_invalid, _sigmoid, check_labels
+from .masks import keep_mask
 
-__all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss"]
+__all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss", "Dropout", "BatchNormalization"]
 
 
 class Relu:
@@ -52,6 +57,8 @@ class Sigmoid:
 
 class Affine:
     """x @ W + b. Input of any shape (N, ...) is flattened to (N, features); dx has the input's shape."""
+
+    param_names = ("W", "b")
 
     def __init__(self, W: Any, b: Any):
         self.W = W
@@ -125,3 +132,112 @@ class SoftmaxWithLoss:
         if self.valid is not None:  # a GPU's bad labels: their rows NaN, as the CUDA kernel makes them
             dx = xp.where(xp.reshape(self.valid, (-1, 1)), dx, dx * math.nan)
         return dx
+
+
+class Dropout:
+    """The book's dropout: at train time each element is kept when a uniform draw exceeds ``dropout_ratio`` (and
+    dropped, set to 0, otherwise); at test time every element is scaled by ``1 - dropout_ratio``.
+
+    The masks come from ``seed`` (a host generator draws two keys per training forward pass, and
+    :func:`anynet.masks.keep_mask` expands them on the input's device), so one seed gives the same masks on every
+    device. While ``frozen`` (see :meth:`anynet.networks.LayerNet.frozen_dropout`), every forward pass reuses one
+    mask, as a numerical gradient check needs.
+    """
+
+    def __init__(self, dropout_ratio: float = 0.5, *, seed: Any = None):
+        ratio = float(dropout_ratio)
+        if not 0.0 <= ratio < 1.0:  # NaN fails this too
+            raise ValueError(f"dropout_ratio must be in [0, 1), got {dropout_ratio!r}: the fraction of elements "
+                             "dropped at train time (the book uses 0.15 to 0.5)")
+        self.dropout_ratio = ratio
+        self.generator = host_generator(seed)
+        self.mask: Any = None
+        self.frozen = False
+        self._keys: tuple[int, int] | None = None
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        xp = namespace(x)
+        if not train_flg:
+            return x * (1.0 - self.dropout_ratio)
+        if not self.frozen or self._keys is None:
+            first, second = self.generator.integers(0, 2**32, size=2).tolist()
+            self._keys = (first, second)
+        keep = keep_mask(x, self._keys, self.dropout_ratio)
+        # multiplied, as the book does, so that a NaN input stays NaN where it is dropped too
+        self.mask = xp.astype(keep, x.dtype)
+        return x * self.mask
+
+    def backward(self, dout: Any) -> Any:
+        return dout * self.mask
+
+
+# The book's epsilon (written 10e-7 there) under the square root of the variance.
+BATCH_NORM_EPSILON = 1e-6
+
+
+class BatchNormalization:
+    """The book's batch normalization: over the batch axis for 2-D input (N, D); 4-D input (N, C, H, W) is
+    normalized per element as (N, C*H*W), as the book does (gamma and beta then have C*H*W entries).
+
+    At train time the batch's mean and variance normalize it and update ``running_mean`` / ``running_var``
+    (``momentum`` times the old value plus ``1 - momentum`` times the batch's); at test time those are used. Both
+    start at 0 as in the book (made on the first forward pass, in the input's dtype and device, when not given).
+    """
+
+    param_names = ("gamma", "beta")
+    buffer_names = ("running_mean", "running_var")
+
+    def __init__(self, gamma: Any, beta: Any, momentum: float = 0.9, running_mean: Any = None,
+                 running_var: Any = None):
+        self.gamma = gamma
+        self.beta = beta
+        self.momentum = momentum
+        self.input_shape: Any = None
+        self.running_mean = running_mean
+        self.running_var = running_var
+        self.batch_size: Any = None
+        self.xc: Any = None
+        self.xn: Any = None
+        self.std: Any = None
+        self.dgamma: Any = None
+        self.dbeta: Any = None
+
+    def forward(self, x: Any, train_flg: bool = True) -> Any:
+        xp = namespace(x, self.gamma)
+        self.input_shape = tuple(x.shape)
+        if x.ndim != 2:
+            x = xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))
+        if x.shape[1] != self.gamma.shape[0]:
+            raise ValueError(f"BatchNormalization of {self.gamma.shape[0]} features got input of shape "
+                             f"{self.input_shape} ({x.shape[1]} features per sample)")
+        if self.running_mean is None:
+            self.running_mean = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
+            self.running_var = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
+        if train_flg:
+            _check_batch(x)
+            mu = xp.mean(x, axis=0)
+            xc = x - mu
+            var = xp.mean(xc**2, axis=0)
+            std = xp.sqrt(var + BATCH_NORM_EPSILON)
+            xn = xc / std
+            self.batch_size, self.xc, self.xn, self.std = x.shape[0], xc, xn, std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xn = (x - self.running_mean) / xp.sqrt(self.running_var + BATCH_NORM_EPSILON)
+        return xp.reshape(self.gamma * xn + self.beta, self.input_shape)
+
+    def backward(self, dout: Any) -> Any:
+        xp = namespace(dout)
+        if dout.ndim != 2:
+            dout = xp.reshape(dout, (dout.shape[0], math.prod(dout.shape[1:])))
+        self.dbeta = xp.sum(dout, axis=0)
+        self.dgamma = xp.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -xp.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc = dxc + (2.0 / self.batch_size) * self.xc * dvar
+        dmu = xp.sum(dxc, axis=0)
+        dx = dxc - dmu / self.batch_size
+        return xp.reshape(dx, self.input_shape)

@@ -451,6 +451,8 @@ class Trainer:
             raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(blocking + differences)
                              + f". {advice}.")
         _load_params(self.network, arrays["params"])
+        if "network_random_state" in metadata and hasattr(self.network, "set_random_state"):
+            self.network.set_random_state(metadata["network_random_state"])
         self.optimizer.load_state_dict(arrays["optimizer"], self.where)
         self.rng.bit_generator.state = metadata["rng"]
         self.first_loss = metadata.get("first_loss")

@@ -152,4 +152,5 @@ def test_the_books_layer_names():
     net = TwoLayerNet(4, 3, 2, activation="relu", seed=0)
     assert list(net.layers) == ["Affine1", "Relu1", "Affine2"] and net.lastLayer is net.last_layer
     mlp = MultiLayerNet(4, [3, 3], 2, activation="sigmoid", seed=0)
-    assert list(mlp.layers) == ["Affine1", "Sigmoid1", "Affine2", "Sigmoid2", "Affine3"]
+    # chapter 6's MultiLayerNet names its activations by position, whichever they are
+    assert list(mlp.layers) == ["Affine1", "Activation_function1", "Affine2", "Activation_function2", "Affine3"]

@@ -78,3 +78,4 @@ def label_predictor(spec: AffineStackSpec) -> Callable[[Any, int], Any] | None:
         return None
     predict = module.predict_labels
     return lambda x, batch_size: predict(spec, x, batch_size)
+

@@ -47,6 +47,9 @@ class Library:
     is_host: bool = False
     # Arrays of this library can only be on one device, so namespace() need not compare their devices.
     single_device: bool = False
+    # Unsigned integer arithmetic wraps modulo 2**bits, with NumPy's in-place ufuncs (``out=``, ``x ^= y``): the
+    # array API leaves overflow undefined, so code that relies on it asks this first (anynet.masks).
+    unsigned_wraps: bool = False
 
     def __init__(self) -> None:
         self._probed: tuple[bool, str] | None = None

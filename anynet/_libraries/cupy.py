@@ -50,6 +50,7 @@ def _missing_library(error: BaseException) -> bool:
 
 class CuPy(Library):
     key = "cupy"
+    unsigned_wraps = True
     module_name = "cupy"
     rank = 0  # "auto" picks a CUDA GPU through CuPy first
     spec_forms = ("'cuda'", "'cuda:N'")

@@ -13,6 +13,7 @@ from ._base import Library
 
 class NumPy(Library):
     key = "numpy"
+    unsigned_wraps = True
     module_name = "numpy"
     rank = 1
     spec_forms = ("'cpu'",)
