@@ -2,8 +2,8 @@
 
 A mask is a function of two 32-bit keys (drawn per step from a seeded host generator) and of each element's index:
 ``keep[i] = hash(hash(i ^ key1) ^ key2) > ratio * 2**32``, the hash being a 32-bit integer mixer. Integer arithmetic
-is exact on every library, so one seed gives the same masks on NumPy, CuPy, PyTorch and array-api-strict, and the
-mask is made on the device in a few elementwise operations: no host draw or transfer per step.
+is exact on every library, so one seed gives the same masks on NumPy, CuPy, PyTorch and array-api-strict, and on a
+GPU the mask is made on the device in a few elementwise operations: no host draw or transfer per step.
 
 The generic form holds 32-bit values in int64, whose products stay below 2**63 (both multipliers are below 2**31):
 no overflow, which the array API leaves undefined. Libraries whose uint32 arithmetic wraps by definition (NumPy,
@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .backend import namespace, native_device, unsigned_wraps
+from .backend import device as make_device
+from .backend import device_of, namespace, native_device, unsigned_wraps
 
-__all__ = ["keep_mask", "threshold", "MULTIPLIERS"]
+__all__ = ["keep_mask", "device_mask", "threshold", "MULTIPLIERS"]
 
 # A 32-bit mixer (x ^= x >> 16; x *= M1; x ^= x >> 15; x *= M2; x ^= x >> 15) with multipliers below 2**31, chosen
 # by hash-prospector's search for low bias.
@@ -34,7 +35,21 @@ def threshold(ratio: float) -> int:
 
 def keep_mask(like: Any, keys: tuple[int, int], ratio: float) -> Any:
     """A boolean array of ``like``'s shape, library and device: True where an element is kept at dropout ``ratio``
-    (in [0, 1)), for the 32-bit ``keys``."""
+    (in [0, 1)), for the 32-bit ``keys``.
+
+    Made on the device on a GPU and with libraries that wrap unsigned arithmetic (NumPy); made by NumPy on the host
+    and moved for other libraries on the CPU (PyTorch, array-api-strict), where the move is a copy in memory and
+    the int64 form costs 4 to 7 times more (``scripts/benchmark.py --masks``, docs/performance.md).
+    """
+    where = device_of(like)
+    if unsigned_wraps(like) or where.platform != "cpu":
+        return device_mask(like, keys, ratio)
+    host = make_device("cpu")
+    return where.asarray(device_mask(host.xp.empty(tuple(like.shape), dtype=host.xp.bool), keys, ratio))
+
+
+def device_mask(like: Any, keys: tuple[int, int], ratio: float) -> Any:
+    """:func:`keep_mask` computed on ``like``'s device, whatever it is."""
     shape = tuple(like.shape)
     count = math.prod(shape)
     if count > 2**32:

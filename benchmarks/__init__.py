@@ -193,6 +193,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: benchmark-<device>.json in the current folder)")
     parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="folder with Fashion-MNIST or MNIST (else the usual places; never downloaded)")
+    parser.add_argument("--masks", action="store_true", help="only time dropout masks made on the device against "
+                        "a block per epoch made on the host and moved at once (benchmarks/masks.py)")
 
 
 def main(argv=None) -> int:
@@ -210,6 +212,15 @@ def main(argv=None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark that the parsed options of :func:`add_arguments` describe; write its JSON report."""
     where = anynet.device(args.device)
+    if args.masks:
+        from .masks import compare
+        from .masks import report as mask_report
+
+        result = compare(where.name, repeats=args.repeats)
+        print(mask_report(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     data, data_label = load_data(args.data_dir)
     gemm = gemm_rate(where.name)
     print(f"anynet {anynet.__version__} benchmark on {where.name}; data: {data_label}")
