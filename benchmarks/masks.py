@@ -25,22 +25,22 @@ def _keys(steps: int, layers: int, seed: int) -> list[tuple[int, int]]:
     return [tuple(generator.integers(0, 2**32, size=2).tolist()) for _ in range(steps * layers)]
 
 
-def on_device(where: anynet.Device, keys, shape) -> None:
+def on_device(where: anynet.Device, keys, shape) -> list:
     """Each step's masks made on the device from their keys."""
     like = where.xp.zeros(shape, dtype=where.xp.float32, device=where.native)
     masks = [device_mask(like, pair, RATIO) for pair in keys]
-    masks[-1] = where.xp.astype(masks[-1], where.xp.float32)
     where.synchronize()
+    return masks
 
 
-def host_block(where: anynet.Device, keys, shape) -> None:
+def host_block(where: anynet.Device, keys, shape) -> list:
     """The epoch's masks made on the host, moved in one transfer, then cut into each step's."""
     like = np.zeros(shape, dtype=np.float32)
     block = np.stack([keep_mask(like, pair, RATIO) for pair in keys])
     moved = where.asarray(block)
     masks = [moved[index, ...] for index in range(len(keys))]
-    masks[-1] = where.xp.astype(masks[-1], where.xp.float32)
     where.synchronize()
+    return masks
 
 
 def compare(device: str, steps: int = 600, layers: int = 5, width: int = 100, batch: int = 100,

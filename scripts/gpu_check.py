@@ -552,7 +552,20 @@ def step_benchmark(usable: Sequence[str], report_dir: Path, quick: bool, env: di
     body += ["", "Output:", *fenced(table if rc == 0 and table else tail(output))]
     if rc != 0:
         return Step(title, FAIL, f"the benchmark failed (exit status {rc})", body)
+    body += ["", "Dropout masks, made on the GPU per step against a host block per epoch (same masks):",
+             *fenced(mask_timings([name for name in ("cuda:0", "torch:cuda:0") if name in usable], env))]
     return Step(title, PASS, f"ran in {seconds:.0f} s; results in {json_path}", body)
+
+
+def mask_timings(devices: Sequence[str], env: dict) -> list[str]:
+    """``scripts/benchmark.py --masks`` on each of ``devices``: its one line, or why it failed."""
+    lines = []
+    for name in devices:
+        command = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--masks", "--device", name]
+        rc, output = run_command(command, timeout=600, env=env, cwd=ROOT)
+        lines += [line for line in output.splitlines() if line.startswith("dropout masks")] if rc == 0 else \
+            [f"{shlex.join(command)}: exit status {rc}", *tail(output, 5)]
+    return lines
 
 
 # -- 6. compute-sanitizer ---------------------------------------------------------------------------------------

@@ -178,3 +178,20 @@ def test_the_benchmarks_data_dir_is_the_folder_of_the_datasets_folders(tmp_path,
     assert label == "SYNTHETIC (no Fashion-MNIST or MNIST found)"
     printed = capsys.readouterr().out
     assert "fashion-mnist not used:" in printed and "\nmnist not used:" in printed
+
+
+@pytest.mark.parametrize("device_name", ["cpu", "strict:device1"])
+def test_the_two_ways_of_making_dropout_masks_make_the_same_masks(device_name):
+    from anynet import device, to_numpy
+    from benchmarks import masks
+
+    where = device(device_name)
+    keys = masks._keys(steps=3, layers=2, seed=5)
+    made_there, moved = masks.on_device(where, keys, (7, 9)), masks.host_block(where, keys, (7, 9))
+    assert len(made_there) == len(moved) == 6
+    for one, other in zip(made_there, moved):
+        assert to_numpy(one).shape == (7, 9) and np.array_equal(to_numpy(one), to_numpy(other))
+    assert 0.7 < np.mean([to_numpy(m).mean() for m in moved]) < 1.0  # RATIO of 0.15 drops about 15%
+    result = masks.compare(device_name, steps=4, layers=1, width=8, batch=4, repeats=1)
+    assert set(result["seconds"]) == {"device", "host block"} and result["masks"] == 4
+    assert masks.report(result).startswith(f"dropout masks on {where.name}: 4 masks of (4, 8)")
