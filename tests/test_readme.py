@@ -38,6 +38,7 @@ HOW = [
     (r"gpu = anynet\.device\(\"auto\"\)", "run"),
     (r"from anynet\.datasets import load_mnist", "run"),
     (r"from anynet\.io import save_params, load_params", "run"),
+    (r"from anynet\.layers import Affine, BatchNormalization, Dropout, Relu", "run"),
 ]
 
 
