@@ -211,8 +211,9 @@ class BatchNormalization:
             raise ValueError(f"BatchNormalization of {self.gamma.shape[0]} features got input of shape "
                              f"{self.input_shape} ({x.shape[1]} features per sample)")
         if self.running_mean is None:
-            self.running_mean = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
-            self.running_var = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
+            with device_of(x).active():  # CuPy's zeros go to its current GPU, whatever device= says
+                self.running_mean = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
+                self.running_var = xp.zeros((x.shape[1],), dtype=x.dtype, device=native_device(x))
         if train_flg:
             _check_batch(x)
             mu = xp.mean(x, axis=0)

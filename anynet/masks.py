@@ -56,8 +56,13 @@ def device_mask(like: Any, keys: tuple[int, int], ratio: float) -> Any:
         raise ValueError(f"a dropout mask of shape {shape} has {count} elements, more than the 2**32 its element "
                          "counter can number; use smaller batches")
     xp, device = namespace(like), native_device(like)
-    hashed = (_hash_uint32 if unsigned_wraps(like) else _hash_int64)(xp, count, keys, device)
-    return xp.reshape(hashed > xp.asarray(threshold(ratio), dtype=hashed.dtype, device=device), shape)
+    with device_of(like).active():  # CuPy's arange goes to its current GPU, whatever device= says
+        if ratio == 0.0:
+            # nothing dropped: the book's rand() > 0 fails only for a draw of exactly 0 (one in 2**53); a hash of 0
+            # (one in 2**32, index 0 for keys (0, 0)) would drop an element
+            return xp.ones(shape, dtype=xp.bool, device=device)
+        hashed = (_hash_uint32 if unsigned_wraps(like) else _hash_int64)(xp, count, keys, device)
+        return xp.reshape(hashed > xp.asarray(threshold(ratio), dtype=hashed.dtype, device=device), shape)
 
 
 def _hash_int64(xp: Any, count: int, keys: tuple[int, int], device: Any) -> Any:
