@@ -296,6 +296,12 @@ class LayerNet:
         where = self.device
         current = self.state_arrays()
         expected = {name: tuple(value.shape) for name, value in current.items()}
+        dtypes = {name: value.dtype for name, value in current.items()}
+        # running statistics a layer makes at its first forward pass (a BatchNormalization built without them, as
+        # the book builds it) are taken as saved, in the parameters' dtype
+        for name in self._buffer_slots:
+            if name not in current and name in params:
+                expected[name], dtypes[name] = tuple(params[name].shape), next(iter(self.params.values())).dtype
         given = {name: tuple(value.shape) for name, value in params.items()}
         if given != expected:
             missing = [name for name in expected if name not in given]
@@ -303,7 +309,7 @@ class LayerNet:
                     "save_params)" if missing and all(name in self._buffer_slots for name in missing) else "")
             raise ValueError(f"parameters do not fit this network: expected {expected}, got {given}{hint}")
         # copies: training updates the parameters in place and must not write into the caller's arrays
-        loaded = {name: where.xp.asarray(where.asarray(params[name], dtype=current[name].dtype), copy=True)
+        loaded = {name: where.xp.asarray(where.asarray(params[name], dtype=dtypes[name]), copy=True)
                   for name in expected}
         self.params = {name: loaded[name] for name in self.params}
         self._set_buffers({name: loaded[name] for name in self._buffer_slots if name in loaded})
