@@ -414,3 +414,28 @@ def test_random_state_restores_the_dropout_masks():
     assert float(net.loss(x.astype(np.float32), t, train_flg=True)) == first != second
     with pytest.raises(ValueError, match="1 dropout generator states for 2 Dropout layers"):
         net.set_random_state(state[:1])
+
+
+def test_the_books_gradient_check_order_compares_like_with_like_with_dropout(device64):
+    """ch05/gradient_check.py calls numerical_gradient, then gradient: the generators are put back after the first,
+    so the second draws the same masks, and a later step the masks it would have drawn without the check."""
+    net = NETWORKS["extend-both-decay"](device64)
+    twin = NETWORKS["extend-both-decay"](device64)
+    for index, bias in enumerate(key for key in net.params if key.startswith("b")):  # off Relu's kink, as above
+        net.params[bias] = device64.asarray(_host(net.params[bias].shape, 20 + index, 0.1), dtype="float64")
+        twin.params[bias] = device64.asarray(_host(net.params[bias].shape, 20 + index, 0.1), dtype="float64")
+    x, t = _batch()
+    numeric = net.numerical_gradient(x, t)
+    backprop = net.gradient(x, t)
+    assert max(_network_error(backprop, numeric).values()) < 1e-6
+    twin.gradient(x, t)  # the twin never ran a check: its first and second steps draw what net's do
+    twin.gradient(x, t)
+    net.gradient(x, t)
+    for name, layer in net.layers.items():
+        if isinstance(layer, Dropout):
+            np.testing.assert_array_equal(to_numpy(layer.mask), to_numpy(twin.layers[name].mask), err_msg=name)
+
+
+def test_a_stack_without_parameters_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"none of the layers Relu1, Dropout1 holds parameters"):
+        LayerNet({"Relu1": Relu(), "Dropout1": Dropout(0.5)})

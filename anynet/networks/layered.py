@@ -87,6 +87,9 @@ class LayerNet:
                 self._buffer_slots[f"{attribute}{buffer_layers}"] = (layer, attribute)
         self.params: dict[str, Any] = {name: getattr(layer, attribute)
                                        for name, (layer, attribute) in self._param_slots.items()}
+        if not self.params:
+            raise ValueError(f"none of the layers {', '.join(self.layers)} holds parameters (W, b, gamma, beta or "
+                             "those a layer lists in param_names): a LayerNet needs at least one to train")
         self._forwards = [(layer, _takes_train_flg(layer)) for layer in self.layers.values()]
         self.last_loss: Any = None
 
@@ -237,13 +240,14 @@ class LayerNet:
     def numerical_gradient(self, x: Any, t: Any) -> dict[str, Any]:
         """Gradients of the loss at train time by central differences (slow: two forward passes per parameter).
 
-        Dropout draws one mask for all of them (compare with ``gradient`` inside :meth:`frozen_dropout` to use that
-        same mask), and the running statistics the forward passes update are put back afterwards.
+        Dropout draws one mask for all of them, and its generators are put back afterwards, as are the running
+        statistics the forward passes update: the next ``gradient`` draws that same mask, so the book's gradient
+        check (``numerical_gradient`` then ``gradient``) compares like with like, with dropout too.
         """
         weights = next(iter(self.params.values()))
         x = on_device_of(weights, x)
         t = on_device_of(weights, t)
-        buffers = self.buffers
+        buffers, generators = self.buffers, self.random_state()
 
         def loss_of(_):
             return self.loss(x, t, train_flg=True)
@@ -253,6 +257,7 @@ class LayerNet:
                 return {name: _numerical_gradient(loss_of, value) for name, value in self.params.items()}
         finally:
             self._set_buffers(buffers)
+            self.set_random_state(generators)
 
     @contextlib.contextmanager
     def frozen_dropout(self) -> Iterator[None]:
