@@ -26,7 +26,7 @@ from ._progress import progress_bar
 from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
 from .functions import label_dtype_error, label_range_error
-from .io import architecture_of, load_checkpoint, save_checkpoint
+from .io import architecture_of, load_checkpoint, network_arrays, save_checkpoint
 from .optimizers import Optimizer, check_hyperparameter, make_optimizer
 
 __all__ = ["Trainer", "TrainingDivergedError", "CheckpointInfo", "Reporter", "ConsoleReporter", "epoch_order",
@@ -143,8 +143,12 @@ class Trainer:
     - speed: ``fast_path``, use the network's fused step (``network.fused_step(optimizer)``) where it has one
       (False: always the generic array-API path; the results agree to rounding).
 
-    ``network`` is one of anynet's networks, or one of the book's kind: ``params``, ``gradient(x, t)``,
-    ``accuracy(x, t)`` and ``loss(x, t)`` (its loss is then measured after each update, as the book's Trainer does).
+    ``network`` is one of anynet's networks (any :class:`anynet.networks.LayerNet`, MultiLayerNetExtend with batch
+    norm and dropout included), or one of the book's kind: ``params``, ``gradient(x, t)``, ``accuracy(x, t)`` and
+    ``loss(x, t)`` (its loss is then measured after each update, as the book's Trainer does). The network decides
+    train or test time, as the book's do: ``gradient`` runs its layers at train time (dropout masks, batch
+    statistics, running statistics updated), ``accuracy`` at test time. A checkpoint of a LayerNet holds its
+    running statistics and its dropout generators' states, so a resumed run goes on exactly as an unbroken one.
     History: ``train_loss_list`` (per step), ``train_acc_list`` and ``test_acc_list`` (per epoch).
     """
 
@@ -326,13 +330,32 @@ class Trainer:
         return DIVERGENCE_FACTOR * max(1.0, self.first_loss) if self.first_loss is not None else math.inf
 
     def _check_finite_params(self, values: list[float], epoch: int) -> None:
-        """The epoch's last update may have made the parameters non-finite after a finite loss: refuse to go on (and
-        to checkpoint them). One read per epoch."""
-        params = list(self.network.params.values())
-        xp = namespace(params[0])
-        finite = xp.stack([xp.all(xp.isfinite(p)) for p in params])
+        """The epoch's last update may have made the parameters non-finite after a finite loss, and a batch norm's
+        running variance may overflow while its normalized output stays finite: refuse to go on (and to checkpoint
+        them). One read per epoch."""
+        arrays = network_arrays(self.network)
+        xp = namespace(next(iter(arrays.values())))
+        finite = xp.stack([xp.all(xp.isfinite(value)) for value in arrays.values()])
         if not bool(to_numpy(xp.all(finite))):
+            flags = to_numpy(finite).tolist()  # which ones: read only now that the run stops
+            bad = [name for name, ok in zip(arrays, flags) if not ok]
+            if all(name not in self.network.params for name in bad):
+                self._statistics_overflowed(values, epoch, bad)
             self._diverged(values, epoch, math.nan, parameters=True)
+
+    def _statistics_overflowed(self, values: list[float], epoch: int, names: list[str]):
+        """Running statistics (not trained, never in a loss) became non-finite while the losses stayed finite: the
+        input of a batch norm grew so large that its variance overflowed. Its normalized output is still finite, so
+        training would go on and every test-time prediction would be the same."""
+        last = (self.train_loss_list + values)[-1]
+        saved = self.last_checkpoint
+        kept = f". The checkpoint {saved.path} (epoch {saved.epoch}) is kept" if saved is not None else ""
+        raise TrainingDivergedError(
+            f"the running statistics {', '.join(names)} became non-finite (NaN or infinity) during epoch {epoch} while "
+            f"the losses stayed finite (the last was {last:.4g}): a batch norm layer's input grew too large for its "
+            f"variance to be held in {_dtype_name(self._dtype)}. Check the scale of the data and of the initial "
+            f"weights, then the learning rate ({type(self.optimizer).__name__} lr={self.optimizer.lr:g}){kept}",
+            epoch=epoch, step=self.current_iter + len(values), loss=math.nan, last_finite_loss=last, checkpoint=saved)
 
     def _diverged(self, values: list[float], epoch: int, value: float, parameters: bool = False):
         step = len(values) + (0 if parameters else 1)  # in the epoch, 1-based
