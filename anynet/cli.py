@@ -118,7 +118,7 @@ def _check_distinct(paths: dict[str, str | None]) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
     from .io import save_params
-    from .networks import MultiLayerNet, TwoLayerNet
+    from .networks import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
     from .trainer import Trainer
 
     # Everything that can fail is checked before the first step, so no training is lost to a typo.
@@ -134,6 +134,7 @@ def _train(args: argparse.Namespace) -> int:
     _check_data_dir(data_dir)
     if args.model == "two-layer" and len(args.hidden) != 1:
         raise UserError(f"--model two-layer takes one --hidden size, got {len(args.hidden)}: {args.hidden}")
+    _check_extend_options(args)
     if args.epochs < 1 or args.batch_size < 1:
         raise UserError("--epochs and --batch-size must be at least 1")
     _check_hyperparameters(args)
@@ -142,14 +143,20 @@ def _train(args: argparse.Namespace) -> int:
                                                         PREPROCESSING["flatten"], PREPROCESSING["one_hot_label"],
                                                         data_dir=data_dir)
     print(f"data: {args.dataset}, {x_train.shape[0]} training and {x_test.shape[0]} test images")
-    network: TwoLayerNet | MultiLayerNet
+    network: TwoLayerNet | MultiLayerNet | MultiLayerNetExtend
+    init = args.weight_init or ("relu" if args.activation == "relu" else "sigmoid")
     if args.model == "two-layer":
         network = TwoLayerNet(784, args.hidden[0], 10, activation=args.activation, device=where, seed=args.seed)
+    elif args.model == "mlp-extend":
+        network = MultiLayerNetExtend(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
+                                      weight_decay_lambda=args.weight_decay, use_dropout=args.dropout is not None,
+                                      dropout_ration=0.5 if args.dropout is None else args.dropout,
+                                      use_batchnorm=args.batchnorm, device=where, seed=args.seed)
     else:
-        init = args.weight_init or ("relu" if args.activation == "relu" else "sigmoid")
         network = MultiLayerNet(784, args.hidden, 10, activation=args.activation, weight_init_std=init,
                                 weight_decay_lambda=args.weight_decay, device=where, seed=args.seed)
-    print(f"model: {args.model} {'-'.join(str(n) for n in network.sizes)}, {args.activation}")
+    print(f"model: {args.model} {'-'.join(str(n) for n in network.sizes)}, {args.activation}"
+          f"{_layer_options(network.architecture())}")
     optimizer_param = {} if args.lr is None else {"lr": args.lr}
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=args.batch_size,
                       optimizer=args.optimizer, optimizer_param=optimizer_param, seed=args.seed,
@@ -197,6 +204,34 @@ def _interrupted(trainer, checkpoint: str | None) -> str:
     return f"{where}; resume with --resume {path} (it holds epoch {done})"
 
 
+# The options only MultiLayerNetExtend takes.
+EXTEND_OPTIONS = {"--batchnorm": "batchnorm", "--dropout": "dropout"}
+
+
+def _check_extend_options(args: argparse.Namespace) -> None:
+    """--batchnorm and --dropout refused for models without those layers, a dropout ratio outside [0, 1) refused;
+    before the data loads."""
+    if args.model != "mlp-extend":
+        for option, name in EXTEND_OPTIONS.items():
+            if getattr(args, name) not in (None, False):
+                raise UserError(f"{option}: --model {args.model} has no such layers; use --model mlp-extend (the "
+                                "book's MultiLayerNetExtend), which takes --batchnorm and --dropout")
+    ratio = args.dropout
+    if ratio is not None and not 0.0 <= ratio < 1.0:  # NaN fails this too
+        raise UserError(f"--dropout {ratio}: expected a ratio in [0, 1), the fraction of hidden units dropped at "
+                        "train time (the book uses 0.15 to 0.5)")
+
+
+def _layer_options(architecture: dict) -> str:
+    """", batch norm, dropout 0.15" for an mlp-extend architecture with those layers ("" otherwise)."""
+    shown = ""
+    if architecture.get("use_batchnorm"):
+        shown += ", batch norm"
+    if architecture.get("use_dropout"):
+        shown += f", dropout {architecture['dropout_ration']:g}"
+    return shown
+
+
 def _check_hyperparameters(args: argparse.Namespace) -> None:
     """--lr and --weight-decay refused before the data loads, in the command's words."""
     from .optimizers import check_hyperparameter
@@ -231,7 +266,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .datasets import DATASETS, load_dataset
     from .io import read_network_file
     from .metrics import confusion_matrix
-    from .networks import ACTIVATIONS, MultiLayerNet
+    from .networks import ACTIVATIONS, MultiLayerNet, MultiLayerNetExtend
 
     weights, plot, data_dir = os.path.expanduser(args.weights), _path(args.plot), _path(args.data_dir)
     if not Path(weights).is_file():
@@ -247,7 +282,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if sizes[0] != 784 or sizes[-1] != 10:
         raise UserError(f"{weights}: a {_dashed(sizes)} network cannot classify {dataset} (784 inputs, 10 classes)")
     where = _pick_device(args.device)
-    network = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation=architecture["activation"], device=where)
+    network: MultiLayerNet | MultiLayerNetExtend
+    if architecture.get("model") == "mlp-extend":  # its layers as recorded; the file holds their running statistics
+        network = MultiLayerNetExtend(sizes[0], sizes[1:-1], sizes[-1], activation=architecture["activation"],
+                                      use_dropout=architecture["use_dropout"],
+                                      dropout_ration=architecture["dropout_ration"],
+                                      use_batchnorm=architecture["use_batchnorm"], device=where)
+    else:
+        network = MultiLayerNet(sizes[0], sizes[1:-1], sizes[-1], activation=architecture["activation"],
+                                device=where)
     network.load_params(model.params)
     x, t = load_dataset(dataset, normalize=preprocessing.get("normalize", True), flatten=True, split="test",
                         data_dir=data_dir)
@@ -263,7 +306,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     names = DATASETS[dataset].class_names
     correct = sum(counts[i][i] for i in range(10))
     total = sum(map(sum, counts))
-    print(f"model: {_dashed(network.sizes)} {network.activation}, from {weights}")
+    kind = "mlp-extend " if architecture.get("model") == "mlp-extend" else ""
+    print(f"model: {kind}{_dashed(network.sizes)} {network.activation}{_layer_options(architecture)}, from {weights}")
     print(f"accuracy: {correct / total:.4f} ({correct} of {total} {dataset} test images)")
     print("per-class accuracy:")
     width = max(len(name) for name in names)
@@ -347,20 +391,30 @@ def build_parser(with_bench_options: bool = True) -> argparse.ArgumentParser:
                                             "defaults (MLP 784-100-100-10, ReLU, Adam 1e-3, batch 100, 10 epochs) "
                                             "train in under a minute on a laptop CPU.")
     train.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    train.add_argument("--model", default="mlp", choices=["mlp", "two-layer"])
+    train.add_argument("--model", default="mlp", choices=["mlp", "two-layer", "mlp-extend"],
+                       help="mlp: the book's MultiLayerNet (default); two-layer: TwoLayerNet; mlp-extend: "
+                            "MultiLayerNetExtend, which takes --batchnorm and --dropout")
     train.add_argument("--hidden", type=int, nargs="+", default=[100, 100], metavar="N",
                        help="hidden layer sizes (default: 100 100; two-layer takes one)")
     train.add_argument("--activation", default="relu", choices=["relu", "sigmoid"])
+    train.add_argument("--batchnorm", action="store_true",
+                       help="batch normalization after each hidden layer's Affine (mlp-extend only)")
+    train.add_argument("--dropout", type=float, default=None, metavar="RATIO",
+                       help="dropout after each hidden layer's activation, dropping RATIO of its units at train "
+                            "time, in [0, 1), e.g. 0.15 (mlp-extend only)")
     train.add_argument("--weight-init", default=None,
-                       help="mlp weight scale: relu/he, sigmoid/xavier or a number (default: from --activation)")
-    train.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay lambda (mlp; default 0)")
+                       help="mlp and mlp-extend weight scale: relu/he, sigmoid/xavier or a number (default: from "
+                            "--activation)")
+    train.add_argument("--weight-decay", type=float, default=0.0,
+                       help="L2 weight decay lambda (mlp and mlp-extend; default 0)")
     train.add_argument("--optimizer", default="adam",
                        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
     train.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's; Adam 0.001)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=100)
     train.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N, torch:cuda, ...")
-    train.add_argument("--seed", type=int, default=0, help="seeds the initial weights and batch order (default 0)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="seeds the initial weights, batch order and dropout masks (default 0)")
     train.add_argument("--save", metavar="FILE.npz", help="save the trained weights (for anynet evaluate)")
     train.add_argument("--plot", metavar="FILE.png", help="save loss and accuracy curves (needs matplotlib)")
     train.add_argument("--checkpoint", metavar="FILE.npz", help="write a checkpoint after every epoch")

@@ -142,15 +142,31 @@ def _is_npz(raw: bytes) -> bool:
 PREPROCESSING_KEYS = ("normalize", "flatten", "one_hot_label")
 
 
+# The architecture "model" of MultiLayerNetExtend, whose file may hold batch norm's entries beside W and b; a file
+# recording no model holds a MultiLayerNet's (or TwoLayerNet's) W1, b1, ..., Wn, bn.
+EXTEND_MODEL = "mlp-extend"
+# What an mlp-extend architecture records beside "sizes" and "activation" (MultiLayerNetExtend's own names).
+EXTEND_KEYS = ("use_batchnorm", "use_dropout", "dropout_ration")
+# A batch-norm hidden layer's entries, numbered like its Affine layer: parameters, then running statistics.
+BATCHNORM_PARAMS, RUNNING_STATISTICS = ("gamma", "beta"), ("running_mean", "running_var")
+
+
 @dataclass(frozen=True)
 class NetworkFile:
     """A fully connected network's weights file (anynet's .npz or the book's pickle), checked for use."""
 
     path: Path
-    params: dict[str, numpy.ndarray]  # W1, b1, ..., Wn, bn: host arrays of finite numbers, shapes that chain
+    # W1, b1, ..., Wn, bn (with batch norm also gamma<k>, beta<k>, running_mean<k>, running_var<k> for each hidden
+    # layer k): host arrays of finite numbers, shapes that chain
+    params: dict[str, numpy.ndarray]
     sizes: list[int]  # the layer sizes the weights' shapes give, e.g. [784, 100, 10]
     metadata: dict  # as saved: "architecture", "dataset", "preprocessing" checked where present ({} for a pickle)
     pickle: bool  # the book's format, which records nothing beside the arrays
+
+    @property
+    def architecture(self) -> dict | None:
+        """The recorded architecture (checked), or None."""
+        return self.metadata.get("architecture")
 
 
 def read_network_file(path: str | os.PathLike) -> NetworkFile:
@@ -158,8 +174,10 @@ def read_network_file(path: str | os.PathLike) -> NetworkFile:
 
     Everything is checked before anything is built from it: the names, 2-D weights and 1-D biases whose shapes
     chain (W2 has as many rows as W1 has columns), finite numbers, and the metadata that anynet records
-    ("architecture" with "sizes" and "activation", "dataset", "preprocessing"). A problem raises ValueError naming
-    the file, the entry and what was expected.
+    ("architecture" with "sizes" and "activation", "dataset", "preprocessing"). A file whose architecture records
+    model "mlp-extend" (a MultiLayerNetExtend) with "use_batchnorm" must also hold, for each hidden layer k,
+    gamma<k> and beta<k> and the running statistics running_mean<k> and running_var<k> (variances >= 0), one entry
+    per output of W<k>. A problem raises ValueError naming the file, the entry and what was expected.
     """
     path = Path(path)
     host, metadata = _read_file(path)
@@ -168,26 +186,48 @@ def read_network_file(path: str | os.PathLike) -> NetworkFile:
     if metadata.get("kind") == CHECKPOINT_KIND:
         raise ValueError(f"{path}: a training checkpoint, not a weights file; continue the run with "
                          f"anynet train --resume {path}, whose --save FILE.npz writes the weights")
-    sizes = _check_layers(path, host)
+    architecture = _check_architecture(path, metadata.get("architecture"))
+    sizes = _check_layers(path, host, architecture)
     _check_metadata(path, metadata, sizes)
     with open(path, "rb") as source:
         is_pickle = not _is_npz(source.read(4))
     return NetworkFile(path, host, sizes, metadata, pickle=is_pickle)
 
 
-def _check_layers(path: Path, params: dict[str, numpy.ndarray]) -> list[int]:
-    """The layer sizes of Affine weights W1, b1, ..., Wn, bn, or ValueError naming the first entry that is wrong."""
+def _batchnorm(architecture: dict | None) -> bool:
+    """Whether a (checked) architecture has batch norm layers, hence gamma, beta and running statistics."""
+    return architecture is not None and architecture.get("model") == EXTEND_MODEL and architecture["use_batchnorm"]
+
+
+def _expected_names(depth: int, batchnorm: bool) -> list[str]:
+    """The entries of a network of ``depth`` Affine layers, in layer order."""
+    names = []
+    for i in range(1, depth + 1):
+        names += [f"W{i}", f"b{i}"]
+        if batchnorm and i < depth:
+            names += [f"{kind}{i}" for kind in BATCHNORM_PARAMS + RUNNING_STATISTICS]
+    return names
+
+
+def _check_layers(path: Path, params: dict[str, numpy.ndarray], architecture: dict | None = None) -> list[int]:
+    """The layer sizes of Affine weights W1, b1, ..., Wn, bn (with batch norm's entries where ``architecture``
+    records them), or ValueError naming the first entry that is wrong."""
+    batchnorm = _batchnorm(architecture)
+    layout = ("W1, b1, gamma1, beta1, running_mean1, running_var1, ..., Wn, bn" if batchnorm else
+              "W1, b1, ..., Wn, bn")
     if not params:
-        raise ValueError(f"{path}: holds no arrays; expected a network's weights W1, b1, ..., Wn, bn")
+        raise ValueError(f"{path}: holds no arrays; expected a network's weights {layout}")
     depth = max((int(m.group(1)) for m in map(re.compile(r"W([1-9][0-9]*)").fullmatch, params) if m), default=0)
-    expected = [f"{kind}{i}" for i in range(1, depth + 1) for kind in "Wb"]
+    expected = _expected_names(depth, batchnorm)
     if set(params) != set(expected):
         missing = [name for name in expected if name not in params]
         unexpected = sorted(name for name in params if name not in expected)
         problems = ([f"no {', '.join(missing)}"] if missing else []) + \
                    ([f"unexpected {', '.join(unexpected)}"] if unexpected else [])
-        raise ValueError(f"{path}: {'; '.join(problems)}; expected the weights of fully connected layers: "
-                         "W1, b1, ..., Wn, bn")
+        what = ("the weights of fully connected layers with batch norm (the file's architecture records "
+                f"use_batchnorm): {layout}" if batchnorm else f"the weights of fully connected layers: {layout}")
+        raise ValueError(f"{path}: {'; '.join(problems)}; expected {what}"
+                         + _entries_hint(missing, unexpected, architecture))
     sizes: list[int] = []
     for i in range(1, depth + 1):
         W, b = params[f"W{i}"], params[f"b{i}"]
@@ -199,6 +239,12 @@ def _check_layers(path: Path, params: dict[str, numpy.ndarray]) -> list[int]:
         if b.shape != (W.shape[1],):
             raise ValueError(f"{path}: b{i} has shape {b.shape}, expected ({W.shape[1]},): one bias per output of "
                              f"W{i}")
+        if batchnorm and i < depth:
+            for kind in BATCHNORM_PARAMS + RUNNING_STATISTICS:
+                value = params[f"{kind}{i}"]
+                if value.shape != (W.shape[1],):
+                    raise ValueError(f"{path}: {kind}{i} has shape {value.shape}, expected ({W.shape[1]},): one per "
+                                     f"output of W{i} (batch norm of hidden layer {i})")
         sizes = sizes or [W.shape[0]]
         sizes.append(W.shape[1])
     for name in expected:
@@ -209,30 +255,79 @@ def _check_layers(path: Path, params: dict[str, numpy.ndarray]) -> list[int]:
         if bad:
             raise ValueError(f"{path}: {name} holds {bad} NaN or infinite values (of {value.size}), expected finite "
                              "numbers; the weights are damaged (a diverged training?) and cannot be evaluated")
+        if name.startswith("running_var"):
+            negative = int(numpy.count_nonzero(value < 0))
+            if negative:
+                raise ValueError(f"{path}: {name} holds {negative} negative values (of {value.size}), expected "
+                                 "variances >= 0; the running statistics are damaged and cannot be evaluated")
     return sizes
 
 
+def _entries_hint(missing: list[str], unexpected: list[str], architecture: dict | None) -> str:
+    """Why entries are missing or unexpected, where batch norm explains it."""
+    statistics = re.compile(rf"({'|'.join(RUNNING_STATISTICS)})[1-9][0-9]*")
+    batchnorm_names = re.compile(rf"({'|'.join(BATCHNORM_PARAMS + RUNNING_STATISTICS)})[1-9][0-9]*")
+    if missing and all(statistics.fullmatch(name) for name in missing):
+        return ("; the running statistics are saved with the parameters by anynet.save_params(path, network) and "
+                "anynet train --save (a dict of network.params leaves them out)")
+    if unexpected and any(batchnorm_names.fullmatch(name) for name in unexpected) and not _batchnorm(architecture):
+        recorded = ("records no architecture" if architecture is None else
+                    "records an architecture without batch norm")
+        return (f"; batch norm's entries need an architecture with \"model\": \"{EXTEND_MODEL}\" and "
+                f"\"use_batchnorm\": true, and the file {recorded}: save the network itself, "
+                "anynet.save_params(path, network)")
+    return ""
+
+
+ARCHITECTURE_FORM = '{"sizes": [...], "activation": "relu" or "sigmoid"} as anynet train --save writes'
+
+
+def _check_architecture(path: Path, architecture: Any) -> dict | None:
+    """The metadata's "architecture" if anynet can rebuild a network from it (None if absent), else ValueError
+    naming the entry."""
+    if architecture is None:
+        return None
+    expected = f"expected {ARCHITECTURE_FORM}"
+    if not isinstance(architecture, dict):
+        raise ValueError(f"{path}: metadata 'architecture' is {architecture!r}; {expected}")
+    for key in ("sizes", "activation"):
+        if key not in architecture:
+            raise ValueError(f"{path}: metadata 'architecture' has no {key!r}; {expected}")
+    recorded = architecture["sizes"]
+    if not isinstance(recorded, list) or not all(isinstance(n, int) for n in recorded):
+        raise ValueError(f"{path}: metadata 'architecture' sizes {recorded!r}, expected a list of layer sizes")
+    if not isinstance(architecture["activation"], str):
+        raise ValueError(f"{path}: metadata 'architecture' activation {architecture['activation']!r}, "
+                         "expected a name such as \"relu\"")
+    model = architecture.get("model")
+    if model is None:
+        return architecture
+    if model != EXTEND_MODEL:
+        raise ValueError(f"{path}: metadata 'architecture' model {model!r} is not one anynet can rebuild; expected "
+                         f"{EXTEND_MODEL!r} (MultiLayerNetExtend) or no model (MultiLayerNet)")
+    for key in EXTEND_KEYS:
+        if key not in architecture:
+            raise ValueError(f"{path}: metadata 'architecture' of model {EXTEND_MODEL} has no {key!r}; expected "
+                             f"{', '.join(map(repr, EXTEND_KEYS))} as MultiLayerNetExtend.architecture() gives them")
+    for key in ("use_batchnorm", "use_dropout"):
+        if not isinstance(architecture[key], bool):
+            raise ValueError(f"{path}: metadata 'architecture' {key} is {architecture[key]!r}, expected true or false")
+    ratio = architecture["dropout_ration"]
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:  # NaN fails too
+        raise ValueError(f"{path}: metadata 'architecture' dropout_ration is {ratio!r}, expected a number in [0, 1): "
+                         "the fraction of hidden units dropout drops at train time")
+    return architecture
+
+
 def _check_metadata(path: Path, metadata: dict, sizes: list[int]) -> None:
-    """ValueError naming the metadata entry that anynet could not use, if any."""
+    """ValueError naming the metadata entry that anynet could not use, if any (the architecture's form is checked
+    by _check_architecture)."""
     from .datasets import DATASETS  # the names a "dataset" entry may have
 
     architecture = metadata.get("architecture")
-    if architecture is not None:
-        expected = 'expected {"sizes": [...], "activation": "relu" or "sigmoid"} as anynet train --save writes'
-        if not isinstance(architecture, dict):
-            raise ValueError(f"{path}: metadata 'architecture' is {architecture!r}; {expected}")
-        for key in ("sizes", "activation"):
-            if key not in architecture:
-                raise ValueError(f"{path}: metadata 'architecture' has no {key!r}; {expected}")
-        recorded = architecture["sizes"]
-        if not isinstance(recorded, list) or not all(isinstance(n, int) for n in recorded):
-            raise ValueError(f"{path}: metadata 'architecture' sizes {recorded!r}, expected a list of layer sizes")
-        if recorded != sizes:
-            raise ValueError(f"{path}: metadata 'architecture' sizes {'-'.join(map(str, recorded))} do not match "
-                             f"the weights' {'-'.join(map(str, sizes))}")
-        if not isinstance(architecture["activation"], str):
-            raise ValueError(f"{path}: metadata 'architecture' activation {architecture['activation']!r}, "
-                             "expected a name such as \"relu\"")
+    if architecture is not None and architecture["sizes"] != sizes:
+        raise ValueError(f"{path}: metadata 'architecture' sizes {'-'.join(map(str, architecture['sizes']))} do not "
+                         f"match the weights' {'-'.join(map(str, sizes))}")
     dataset = metadata.get("dataset")
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"{path}: metadata 'dataset' is {dataset!r}, expected one of {', '.join(DATASETS)}")

@@ -110,6 +110,51 @@ def test_malformed_weights_are_refused_naming_the_file_and_the_entry(tmp_path, p
     assert_one_line_error(result, "evaluate", f"{path}: {message}")
 
 
+def _extend_file(**changes):
+    """A MultiLayerNetExtend 784-50-10 with batch norm and dropout: its arrays (with ``changes``, None removing an
+    entry) and its metadata, as anynet train --save writes them."""
+    from anynet.networks import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(784, [50], 10, use_batchnorm=True, use_dropout=True, dropout_ration=0.15, seed=0)
+    arrays = {name: np.asarray(value) for name, value in net.state_arrays().items()}
+    for name, value in changes.items():
+        if value is None:
+            del arrays[name]
+        else:
+            arrays[name] = value
+    return arrays, {"architecture": net.architecture(), "dataset": "mnist"}
+
+
+@pytest.mark.parametrize(
+    "arrays, metadata, message",
+    [
+        (*_extend_file(running_mean1=None, running_var1=None),
+         "no running_mean1, running_var1; expected the weights of fully connected layers with batch norm (the file's "
+         "architecture records use_batchnorm): W1, b1, gamma1, beta1, running_mean1, running_var1, ..., Wn, bn; the "
+         "running statistics are saved with the parameters by anynet.save_params(path, network) and anynet train "
+         "--save (a dict of network.params leaves them out)"),
+        (*_extend_file(gamma1=np.ones(49, np.float32)),
+         "gamma1 has shape (49,), expected (50,): one per output of W1 (batch norm of hidden layer 1)"),
+        (*_extend_file(running_var1=np.full(50, -1.0, np.float32)),
+         "running_var1 holds 50 negative values (of 50), expected variances >= 0; the running statistics are "
+         "damaged and cannot be evaluated"),
+        (_extend_file()[0], {"dataset": "mnist"},
+         "unexpected beta1, gamma1, running_mean1, running_var1; expected the weights of fully connected layers: W1, "
+         "b1, ..., Wn, bn; batch norm's entries need an architecture with \"model\": \"mlp-extend\" and "
+         "\"use_batchnorm\": true, and the file records no architecture: save the network itself, "
+         "anynet.save_params(path, network)"),
+        (_extend_file()[0], {**_extend_file()[1], "architecture": {**_extend_file()[1]["architecture"],
+                                                                   "dropout_ration": 1.5}},
+         "metadata 'architecture' dropout_ration is 1.5, expected a number in [0, 1): the fraction of hidden units "
+         "dropout drops at train time"),
+    ],
+)
+def test_malformed_mlp_extend_files_are_refused_naming_the_entry(tmp_path, arrays, metadata, message):
+    path = save_params(tmp_path / "model.npz", arrays, metadata=metadata)
+    result = anynet("evaluate", "--weights", path, "--device", "cpu", env=environment(tmp_path))
+    assert_one_line_error(result, "evaluate", f"{path}: {message}")
+
+
 def test_an_empty_weights_file_is_refused(tmp_path):
     empty = tmp_path / "model.npz"
     np.savez(empty)

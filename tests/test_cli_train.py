@@ -172,3 +172,102 @@ def test_a_failing_checkpoint_write_names_the_checkpoint(synthetic, tmp_path, mo
     assert capsys.readouterr().err == (f"anynet train: error: --checkpoint {checkpoint}: could not write it after "
                                        "epoch 1: No space left on device\n")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- mlp-extend: the book's MultiLayerNetExtend, with batch norm and dropout ------------------------------------------
+
+
+def test_mlp_extend_with_batch_norm_and_dropout_trains_saves_and_evaluates(synthetic, tmp_path, capsys):
+    from anynet.io import load_params
+
+    model = tmp_path / "extend.npz"
+    argv = ["train", "--model", "mlp-extend", "--batchnorm", "--dropout", "0.15", "--hidden", "32", "16", "--epochs",
+            "2", "--device", "cpu", "--save", str(model)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "model: mlp-extend 784-32-16-10, relu, batch norm, dropout 0.15\n" in out
+    final = float(out.split("final test accuracy: ")[1].split()[0])
+    assert final > 0.8  # 40 steps
+    architecture = {"sizes": [784, 32, 16, 10], "activation": "relu", "model": "mlp-extend", "use_batchnorm": True,
+                    "use_dropout": True, "dropout_ration": 0.15}
+    assert read_metadata(model)["architecture"] == architecture
+    saved = load_params(model)
+    assert sorted(name for name in saved if name.startswith("running_")) == [
+        "running_mean1", "running_mean2", "running_var1", "running_var2"]
+    assert all(float(np.abs(saved[name]).max()) > 0 for name in saved if name.startswith("running_"))  # trained
+
+    for where in ("cpu", "strict:device1"):
+        assert cli.main(["evaluate", "--weights", str(model), "--device", where]) == 0
+        out = capsys.readouterr().out
+        assert f"model: mlp-extend 784-32-16-10 relu, batch norm, dropout 0.15, from {model}\n" in out
+        assert f"accuracy: {final:.4f} ({round(final * 500)} of 500 mnist test images)\n" in out
+
+
+def test_mlp_extend_evaluates_with_its_recorded_layers_only(synthetic, tmp_path, capsys):
+    """Each of batch norm and dropout alone, and neither: evaluate rebuilds what the file records and scores it as
+    the trained network did (dropout's test-time scale included)."""
+    for options, shown in (([], ""), (["--batchnorm"], ", batch norm"), (["--dropout", "0.5"], ", dropout 0.5")):
+        model = tmp_path / f"extend{len(shown)}.npz"
+        assert cli.main(["train", "--model", "mlp-extend", *options, "--hidden", "16", "--epochs", "1", "--device",
+                         "cpu", "--save", str(model)]) == 0
+        out = capsys.readouterr().out
+        assert f"model: mlp-extend 784-16-10, relu{shown}\n" in out
+        final = float(out.split("final test accuracy: ")[1].split()[0])
+        assert cli.main(["evaluate", "--weights", str(model), "--device", "cpu"]) == 0
+        out = capsys.readouterr().out
+        assert f"model: mlp-extend 784-16-10 relu{shown}, from {model}\n" in out
+        assert f"({round(final * 500)} of 500 mnist test images)" in out
+
+
+def test_mlp_extend_resumes_from_its_checkpoint_to_the_same_weights(synthetic, tmp_path, capsys):
+    from anynet.io import load_params
+
+    common = ["train", "--model", "mlp-extend", "--batchnorm", "--dropout", "0.2", "--hidden", "16", "--device", "cpu"]
+    assert cli.main([*common, "--epochs", "2", "--save", str(tmp_path / "straight.npz")]) == 0
+    assert cli.main([*common, "--epochs", "1", "--checkpoint", str(tmp_path / "ckpt.npz")]) == 0
+    assert cli.main([*common, "--epochs", "2", "--resume", str(tmp_path / "ckpt.npz"),
+                     "--save", str(tmp_path / "resumed.npz")]) == 0
+    straight, resumed = load_params(tmp_path / "straight.npz"), load_params(tmp_path / "resumed.npz")
+    assert sorted(straight) == sorted(resumed) and "running_var1" in straight
+    for name, value in straight.items():
+        assert np.array_equal(resumed[name], value), name
+    # the checkpoint records the layers: resuming it without them is refused, naming both networks
+    capsys.readouterr()
+    assert cli.main(["train", "--model", "mlp-extend", "--dropout", "0.2", "--hidden", "16", "--device", "cpu",
+                     "--epochs", "2", "--resume", str(tmp_path / "ckpt.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume this run from it: network {" in err and "'use_batchnorm': False" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--batchnorm"], "--batchnorm: --model mlp has no such layers; use --model mlp-extend (the book's "
+                                   "MultiLayerNetExtend), which takes --batchnorm and --dropout"),
+        (["train", "--model", "two-layer", "--hidden", "10", "--dropout", "0.2"],
+         "--dropout: --model two-layer has no such layers; use --model mlp-extend (the book's MultiLayerNetExtend), "
+         "which takes --batchnorm and --dropout"),
+        (["train", "--model", "mlp-extend", "--dropout", "1"],
+         "--dropout 1.0: expected a ratio in [0, 1), the fraction of hidden units dropped at train time (the book "
+         "uses 0.15 to 0.5)"),
+        (["train", "--model", "mlp-extend", "--dropout", "-0.1"], "--dropout -0.1: expected a ratio in [0, 1)"),
+        (["train", "--model", "mlp-extend", "--dropout", "nan"], "--dropout nan: expected a ratio in [0, 1)"),
+    ],
+)
+def test_batch_norm_and_dropout_options_are_refused_where_they_do_not_apply(synthetic, argv, message, capsys):
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("anynet train: error: ") and message in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+    assert captured.out == "" and synthetic == []  # refused before the device is chosen or the data loads
+
+
+def test_train_help_shows_the_new_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{mlp,two-layer,mlp-extend}" in out
+    assert "--batchnorm batch normalization after each hidden layer's Affine (mlp-extend only)" in out
+    assert "--dropout RATIO dropout after each hidden layer's activation, dropping RATIO of its units at train time, " \
+           "in [0, 1), e.g. 0.15 (mlp-extend only)" in out

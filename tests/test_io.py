@@ -310,7 +310,9 @@ ARCHITECTURE = {"sizes": [784, 50, 10], "activation": "relu"}
         (_bad(W3=np.zeros((10, 10), np.float32)), None,
          "no b3; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
         (_bad(gamma1=np.ones(50, np.float32)), None,
-         "unexpected gamma1; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
+         "unexpected gamma1; expected the weights of fully connected layers: W1, b1, ..., Wn, bn; batch norm's "
+         "entries need an architecture with \"model\": \"mlp-extend\" and \"use_batchnorm\": true, and the file "
+         "records no architecture: save the network itself, anynet.save_params(path, network)"),
         ({"W": np.zeros((2, 2))}, None,
          "unexpected W; expected the weights of fully connected layers: W1, b1, ..., Wn, bn"),
         (_bad(W1=np.full((784, 50), np.nan, np.float32)), None,
@@ -363,3 +365,123 @@ def test_read_network_file_refuses_an_empty_archive_and_a_checkpoint(tmp_path):
         read_network_file(checkpoint)
     assert str(caught.value) == (f"{checkpoint}: a training checkpoint, not a weights file; continue the run with "
                                  f"anynet train --resume {checkpoint}, whose --save FILE.npz writes the weights")
+
+
+# -- MultiLayerNetExtend's files: batch norm's parameters and running statistics ----------------------------------
+
+
+def _extend(batchnorm=True, dropout=0.15, **changes):
+    """A trained-looking MultiLayerNetExtend 784-50-20-10's arrays (running statistics not the initial zeros) and
+    its architecture, with ``changes`` (None: the entry removed)."""
+    from anynet.networks import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(784, [50, 20], 10, use_batchnorm=batchnorm, use_dropout=dropout is not None,
+                              dropout_ration=0.5 if dropout is None else dropout, seed=0)
+    arrays = {name: anynet.to_numpy(value) for name, value in net.state_arrays().items()}
+    rng = np.random.default_rng(1)
+    for name in arrays:
+        if name.startswith("running_"):
+            arrays[name] = rng.uniform(0.1, 2.0, arrays[name].shape).astype(np.float32)
+    for name, value in changes.items():
+        if value is None:
+            del arrays[name]
+        else:
+            arrays[name] = value
+    return arrays, net.architecture()
+
+
+def test_a_saved_multilayernetextend_is_read_with_its_running_statistics(tmp_path):
+    from anynet.io import read_network_file
+    from anynet.networks import MultiLayerNetExtend
+
+    net = MultiLayerNetExtend(784, [50, 20], 10, use_batchnorm=True, use_dropout=True, dropout_ration=0.15, seed=0)
+    path = save_params(tmp_path / "extend.npz", net, metadata={"dataset": "mnist"})
+    model = read_network_file(path)
+    assert model.sizes == [784, 50, 20, 10] and not model.pickle
+    assert model.architecture == {"sizes": [784, 50, 20, 10], "activation": "relu", "model": "mlp-extend",
+                                  "use_batchnorm": True, "use_dropout": True, "dropout_ration": 0.15}
+    assert sorted(model.params) == sorted(["W1", "b1", "gamma1", "beta1", "running_mean1", "running_var1", "W2", "b2",
+                                           "gamma2", "beta2", "running_mean2", "running_var2", "W3", "b3"])
+    for name, value in net.state_arrays().items():
+        assert np.array_equal(model.params[name], anynet.to_numpy(value)), name
+    # without batch norm, an mlp-extend file holds W and b only, as a MultiLayerNet's does
+    plain = MultiLayerNetExtend(784, [50], 10, use_dropout=True, seed=0)
+    assert sorted(read_network_file(save_params(tmp_path / "plain.npz", plain)).params) == ["W1", "W2", "b1", "b2"]
+
+
+_BN_LAYOUT = ("expected the weights of fully connected layers with batch norm (the file's architecture records "
+              "use_batchnorm): W1, b1, gamma1, beta1, running_mean1, running_var1, ..., Wn, bn")
+_SAVE_THE_NETWORK = ("batch norm's entries need an architecture with \"model\": \"mlp-extend\" and "
+                     "\"use_batchnorm\": true, and the file {recorded}: save the network itself, "
+                     "anynet.save_params(path, network)")
+
+
+def _architecture(**changes):
+    architecture = _extend()[1]
+    for key, value in changes.items():
+        if value is None:
+            del architecture[key]
+        else:
+            architecture[key] = value
+    return architecture
+
+
+@pytest.mark.parametrize(
+    "arrays, architecture, message",
+    [
+        (*_extend(running_mean1=None, running_var1=None, running_mean2=None, running_var2=None),
+         f"no running_mean1, running_var1, running_mean2, running_var2; {_BN_LAYOUT}; the running statistics are "
+         "saved with the parameters by anynet.save_params(path, network) and anynet train --save (a dict of "
+         "network.params leaves them out)"),
+        (*_extend(running_var2=None), f"no running_var2; {_BN_LAYOUT}; the running statistics are saved with the "
+         "parameters by anynet.save_params(path, network) and anynet train --save (a dict of network.params leaves "
+         "them out)"),
+        (*_extend(gamma1=None, beta2=None), f"no gamma1, beta2; {_BN_LAYOUT}"),
+        (*_extend(gamma3=np.ones(10, np.float32)), f"unexpected gamma3; {_BN_LAYOUT}"),
+        (*_extend(gamma1=np.ones(40, np.float32)),
+         "gamma1 has shape (40,), expected (50,): one per output of W1 (batch norm of hidden layer 1)"),
+        (*_extend(running_var2=np.ones((20, 1), np.float32)),
+         "running_var2 has shape (20, 1), expected (20,): one per output of W2 (batch norm of hidden layer 2)"),
+        (*_extend(beta2=np.ones(50, np.float32)),
+         "beta2 has shape (50,), expected (20,): one per output of W2 (batch norm of hidden layer 2)"),
+        (*_extend(running_mean1=np.full(50, np.nan, np.float32)),
+         "running_mean1 holds 50 NaN or infinite values (of 50), expected finite numbers; the weights are damaged (a "
+         "diverged training?) and cannot be evaluated"),
+        (*_extend(running_var1=np.array([-0.5] + [1.0] * 49, np.float32)),
+         "running_var1 holds 1 negative values (of 50), expected variances >= 0; the running statistics are damaged "
+         "and cannot be evaluated"),
+        (*_extend(gamma2=np.ones(20, bool)), "gamma2 holds bool, expected floating-point numbers"),
+        (_extend()[0], _extend(batchnorm=False)[1],
+         "unexpected beta1, beta2, gamma1, gamma2, running_mean1, running_mean2, running_var1, running_var2; expected "
+         "the weights of fully connected layers: W1, b1, ..., Wn, bn; "
+         + _SAVE_THE_NETWORK.format(recorded="records an architecture without batch norm")),
+        (_extend()[0], None,
+         "unexpected beta1, beta2, gamma1, gamma2, running_mean1, running_mean2, running_var1, running_var2; expected "
+         "the weights of fully connected layers: W1, b1, ..., Wn, bn; "
+         + _SAVE_THE_NETWORK.format(recorded="records no architecture")),
+        (_extend()[0], _architecture(model="conv"),
+         "metadata 'architecture' model 'conv' is not one anynet can rebuild; expected 'mlp-extend' "
+         "(MultiLayerNetExtend) or no model (MultiLayerNet)"),
+        (_extend()[0], _architecture(use_batchnorm=None),
+         "metadata 'architecture' of model mlp-extend has no 'use_batchnorm'; expected 'use_batchnorm', "
+         "'use_dropout', 'dropout_ration' as MultiLayerNetExtend.architecture() gives them"),
+        (_extend()[0], _architecture(use_dropout="yes"),
+         "metadata 'architecture' use_dropout is 'yes', expected true or false"),
+        (_extend()[0], _architecture(dropout_ration=1.0),
+         "metadata 'architecture' dropout_ration is 1.0, expected a number in [0, 1): the fraction of hidden units "
+         "dropout drops at train time"),
+        (_extend()[0], _architecture(dropout_ration="0.15"),
+         "metadata 'architecture' dropout_ration is '0.15', expected a number in [0, 1): the fraction of hidden "
+         "units dropout drops at train time"),
+        (_extend()[0], _architecture(sizes=[784, 50, 30, 10]),
+         "metadata 'architecture' sizes 784-50-30-10 do not match the weights' 784-50-20-10"),
+    ],
+)
+def test_multilayernetextend_files_are_checked_for_batch_norm_entries(tmp_path, arrays, architecture, message):
+    from anynet.io import read_network_file
+
+    metadata = None if architecture is None else {"architecture": architecture}
+    path = save_params(tmp_path / "model.npz", arrays, metadata=metadata)
+    with pytest.raises(ValueError) as caught:
+        read_network_file(path)
+    assert str(caught.value) == f"{path}: {message}"
