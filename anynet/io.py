@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from ._atomic import atomic_write
-from .backend import Device, to_numpy
+from .backend import Device, HostGenerator, to_numpy
 from .backend import device as make_device
 
 __all__ = ["save_params", "load_params", "read_metadata", "read_network_file", "NetworkFile", "save_checkpoint",
@@ -78,9 +78,37 @@ def save_params(path: str | os.PathLike, params: Any, metadata: dict | None = No
 
 def network_arrays(network: Any) -> Mapping[str, Any]:
     """What is saved of ``network``: its parameters and running statistics (``state_arrays()``, anynet's layered
-    networks), else its ``params``."""
+    networks), else its ``params`` and the running statistics its ``layers`` hold (:func:`running_statistics`)."""
     state = getattr(network, "state_arrays", None)
-    return state() if state is not None else network.params
+    if state is not None:
+        return state()
+    statistics = {name: getattr(layer, attribute) for name, (layer, attribute) in running_statistics(network).items()}
+    return {**network.params, **{name: value for name, value in statistics.items() if value is not None}}
+
+
+# The attributes a layer written the book's way keeps its running statistics in (BatchNormalization's).
+_BOOK_BUFFER_NAMES = ("running_mean", "running_var")
+
+
+def running_statistics(network: Any) -> dict[str, tuple[Any, str]]:
+    """Where a network written the book's way (its own ``layers``, no ``state_arrays``) keeps its layers' running
+    statistics: name -> (layer, attribute), named as LayerNet names them (``running_mean<k>`` for the k-th layer
+    holding some), including those still None (the book's BatchNormalization makes them at its first forward pass,
+    and a resumed run sets them before that)."""
+    slots: dict[str, tuple[Any, str]] = {}
+    holders = 0
+    for layer in getattr(network, "layers", {}).values():
+        held = [name for name in getattr(layer, "buffer_names", _BOOK_BUFFER_NAMES) if hasattr(layer, name)]
+        holders += bool(held)
+        slots.update({f"{name}{holders}": (layer, name) for name in held})
+    return slots
+
+
+def layer_generators(network: Any) -> list[Any]:
+    """The host generators of a network's layers (anynet's Dropout), in layer order: a checkpoint keeps their state
+    so that a resumed run draws the masks it would have."""
+    return [layer.generator for layer in getattr(network, "layers", {}).values()
+            if isinstance(getattr(layer, "generator", None), HostGenerator)]
 
 
 def _with_architecture(network: Any, metadata: dict | None) -> dict | None:
@@ -372,9 +400,10 @@ def save_checkpoint(path: str | os.PathLike, network: Any, optimizer: Any, state
                 "optimizer": {"name": type(optimizer).__name__, "iter": optimizer_state["iter"],
                               "hyperparameters": optimizer.hyperparameters()},
                 **state}
-    random_state = getattr(network, "random_state", None)
-    if random_state is not None and random_state():  # dropout's generators: a resumed run draws the same masks
-        metadata["network_random_state"] = random_state()
+    # dropout's generators: a resumed run draws the same masks
+    states = [dict(generator.bit_generator.state) for generator in layer_generators(network)]
+    if states:
+        metadata["network_random_state"] = states
     return save_params(path, arrays, metadata=metadata)
 
 

@@ -26,7 +26,7 @@ from ._progress import progress_bar
 from .backend import Device, HostArray, HostGenerator, device_of, host_generator, namespace, to_numpy
 from .backend import device as make_device
 from .functions import label_dtype_error, label_range_error
-from .io import architecture_of, load_checkpoint, network_arrays, save_checkpoint
+from .io import architecture_of, layer_generators, load_checkpoint, network_arrays, running_statistics, save_checkpoint
 from .optimizers import Optimizer, check_hyperparameter, make_optimizer
 
 __all__ = ["Trainer", "TrainingDivergedError", "CheckpointInfo", "Reporter", "ConsoleReporter", "epoch_order",
@@ -474,8 +474,9 @@ class Trainer:
             raise ValueError(f"{path}: cannot resume this run from it: " + "; ".join(blocking + differences)
                              + f". {advice}.")
         _load_params(self.network, arrays["params"])
-        if "network_random_state" in metadata and hasattr(self.network, "set_random_state"):
-            self.network.set_random_state(metadata["network_random_state"])
+        generators = layer_generators(self.network)
+        for generator, state in zip(generators, metadata.get("network_random_state", [])):
+            generator.bit_generator.state = state
         self.optimizer.load_state_dict(arrays["optimizer"], self.where)
         self.rng.bit_generator.state = metadata["rng"]
         self.first_loss = metadata.get("first_loss")
@@ -581,8 +582,13 @@ def _load_params(network, params: dict) -> None:
     if hasattr(network, "load_params"):
         network.load_params(params)
         return
+    statistics = running_statistics(network)
     for name, value in params.items():
-        network.params[name][...] = value
+        if name in network.params:
+            network.params[name][...] = value
+        elif name in statistics:  # replaced, not written into: the layer replaces them at every training step
+            layer, attribute = statistics[name]
+            setattr(layer, attribute, value)
 
 
 def _learning_rate_advice(optimizer: Optimizer) -> str:

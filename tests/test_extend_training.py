@@ -11,7 +11,7 @@ import pytest
 
 import anynet
 from anynet.backend import host_generator
-from anynet.io import read_metadata
+from anynet.io import load_checkpoint, read_metadata
 from anynet.layers import Affine, BatchNormalization, Dropout, Relu, SoftmaxWithLoss
 from anynet.networks import LayerNet, MultiLayerNetExtend
 from anynet.trainer import Reporter, Trainer, epoch_order
@@ -199,6 +199,36 @@ def test_a_book_style_network_with_batch_norm_and_dropout_trains_like_multilayer
     epoch_order(rng, 6000, 100, "shuffle")
     last = epoch_order(rng, 6000, 100, "shuffle")[-100:]
     assert history["train_loss_list"][-1] == pytest.approx(float(book.loss(data[0][last], data[1][last])), rel=1e-6)
+
+
+def test_a_book_style_network_resumes_exactly_with_its_layers_statistics_and_masks(data, tmp_path):
+    """A network written the book's way has no state_arrays(): its checkpoint still holds its BatchNorm's running
+    statistics (named as LayerNet names them) and its Dropout's generator, and a resumed run ends where an unbroken
+    one does."""
+    template = MultiLayerNetExtend(784, [32], 10, use_batchnorm=True, use_dropout=True, dropout_ration=0.15, seed=3)
+
+    def book_net():
+        book = BookExtendNet({name: anynet.to_numpy(value).copy() for name, value in template.params.items()}, 0.15)
+        book.layers["Dropout1"].generator.bit_generator.state = template.random_state()[0]
+        return book
+
+    options = {"epochs": 2, "mini_batch_size": 200, "optimizer": "adam", "optimizer_param": {"lr": 0.005}, "seed": 1,
+               "verbose": False}
+    straight = book_net()
+    Trainer(straight, *data, **options).train()
+    checkpoint = tmp_path / "ckpt.npz"
+    Trainer(book_net(), *data, checkpoint=checkpoint, **{**options, "epochs": 1}).train()
+    saved, _ = load_checkpoint(checkpoint)
+    assert {"running_mean1", "running_var1"} <= set(saved["params"])
+    resumed = book_net()
+    Trainer(resumed, *data, resume=checkpoint, **options).train()
+    for name, value in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[name], value, err_msg=name)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(getattr(resumed.layers["BatchNorm1"], name),
+                                      getattr(straight.layers["BatchNorm1"], name), err_msg=name)
+    assert resumed.layers["Dropout1"].generator.bit_generator.state == \
+        straight.layers["Dropout1"].generator.bit_generator.state
 
 
 def test_running_statistics_that_overflow_stop_the_run_by_name_and_are_never_checkpointed(tmp_path):
