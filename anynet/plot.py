@@ -2,21 +2,75 @@
 
 Each function draws into a new figure, saves it to ``path`` when one is given (PNG, PDF, SVG... by suffix), and
 returns the figure. Arrays may live on any device; they are brought to the host here, at the edge.
+``smooth_curve`` (the book's, for its loss figures) needs no matplotlib and computes on its input's device.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 from .backend import device as make_device
-from .backend import to_numpy
+from .backend import namespace, to_numpy
 from .functions import relu, sigmoid, step_function
 
-__all__ = ["plot_training_curves", "plot_activations", "plot_misclassified"]
+__all__ = ["plot_training_curves", "plot_activations", "plot_misclassified", "smooth_curve"]
 
 INSTALL_HINT = 'plotting needs matplotlib: pip install "anynet[plot]" (or pip install matplotlib)'
+
+
+# The book's smooth_curve (common/util.py): a Kaiser window of 11 points, beta 2, over the curve, ends reflected.
+SMOOTH_WINDOW = 11
+SMOOTH_BETA = 2.0
+
+
+def _bessel_i0(x: float) -> float:
+    """The modified Bessel function I0 (the Kaiser window's), by its power series: sum of ((x/2)^k / k!)^2."""
+    term, total, k = 1.0, 1.0, 0
+    while term > 1e-17 * total:
+        k += 1
+        term *= (x / (2 * k)) ** 2
+        total += term
+    return total
+
+
+def _kaiser(length: int, beta: float) -> list[float]:
+    """NumPy's ``kaiser(length, beta)``: I0(beta * sqrt(1 - (2n / (length - 1) - 1)^2)) / I0(beta)."""
+    return [_bessel_i0(beta * math.sqrt(max(0.0, 1.0 - (2.0 * n / (length - 1) - 1.0) ** 2))) / _bessel_i0(beta)
+            for n in range(length)]
+
+
+def smooth_curve(x: Any) -> Any:
+    """The book's ``smooth_curve`` (common/util.py), used for its loss figures: each point becomes the average of
+    the 11 around it, weighted by a Kaiser window (beta 2), with the curve reflected at both ends; the result has
+    as many points as ``x``.
+
+    ``x`` is a floating 1-D array of any library, computed on its device and returned there in its dtype, or a
+    sequence of numbers (the book passes a list of losses), returned as a host float64 array as the book's is.
+    """
+    if not hasattr(x, "shape"):
+        host = to_numpy(x)
+        x = namespace(host).astype(host, namespace(host).float64)  # the book's result is float64 (its window is)
+    if x.ndim != 1:
+        raise ValueError(f"smooth_curve takes a 1-D curve, got an array of shape {tuple(x.shape)}")
+    n = x.shape[0]
+    if n < SMOOTH_WINDOW:
+        raise ValueError(f"smooth_curve needs at least {SMOOTH_WINDOW} points (its window), got {n}: plot a curve "
+                         "that short as it is")
+    xp = namespace(x)
+    window = _kaiser(SMOOTH_WINDOW, SMOOTH_BETA)
+    weights = [w / sum(window) for w in window]
+    # the book's np.r_[x[window_len-1:0:-1], x, x[-1:-window_len:-1]]: x[10], ..., x[1], x, x[-1], ..., x[-10]
+    padded = xp.concat([xp.flip(x[1:SMOOTH_WINDOW]), x, xp.flip(x[n - SMOOTH_WINDOW + 1:])])
+    # np.convolve(weights, padded, "valid")[5:-5] as a weighted sum of shifted slices (the window is symmetric):
+    # point i is centred on padded[i + 10], which is x[i]
+    offset = SMOOTH_WINDOW // 2
+    smoothed = weights[0] * padded[offset:offset + n]
+    for j in range(1, SMOOTH_WINDOW):
+        smoothed = smoothed + weights[j] * padded[offset + j:offset + j + n]
+    return smoothed
 
 
 def _pyplot():
