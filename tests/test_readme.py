@@ -34,6 +34,8 @@ HOW = [
     (r"^anynet devices", "run"),
     (r"^ANYNET_DEVICES=.* -m pytest$", "the suite itself: the fixture's selection is tested in tests/test_backend.py"),
     (r"^\.venv/bin/python scripts/ch3_mnist_inference\.py ", "run"),
+    (r"^\.venv/bin/python scripts/ch6_\w+\.py --dataset fashion-mnist --plot \w+\.png$",
+     "minutes each at the book's sizes: tests/test_ch6_scripts.py runs every script's settings shortened"),
     (r"anynet\.load_fashion_mnist\(\)", "slow"),  # Switching devices: 10 epochs of Fashion-MNIST
     (r"gpu = anynet\.device\(\"auto\"\)", "run"),
     (r"from anynet\.datasets import load_mnist", "run"),
