@@ -2,8 +2,8 @@
 step, the losses read in blocks, and matplotlib for --plot.
 
 Each experiment's settings, loop and figure stay in its script as in the book, except what two of the book's scripts
-repeat word for word: the side-by-side loop of the two loss comparisons (train_side_by_side) and the accuracy figure
-of the two overfitting scripts (plot_accuracy).
+repeat word for word: the side-by-side loop and figure of the two loss comparisons (compare_losses) and the end of
+the two overfitting scripts (overfit_results).
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anynet
 from anynet.datasets import load_dataset
-from anynet.plot import INSTALL_HINT, SMOOTH_WINDOW
+from anynet.plot import INSTALL_HINT, SMOOTH_WINDOW, smooth_curve
 
 # What a script's main turns into one line on stderr (exit status 1) instead of a traceback.
 USER_ERRORS = (OSError, ValueError, TypeError, FloatingPointError, ImportError)
@@ -126,6 +127,40 @@ def train_side_by_side(steps: dict[str, Callable], x_train, t_train, batches, re
             if i % report_every == 0:
                 print(f"{i:>9} " + " ".join(f"{train_loss[key][i]:9.4f}" for key in steps), flush=True)
     return train_loss
+
+
+def compare_losses(steps: dict[str, Callable], x_train, t_train, batches, plot: str | None, markers: dict[str, str],
+                   ylim: tuple[float, float], report_every: int = 100) -> dict:
+    """The rest of the two loss comparisons: train side by side (timed), print each curve's final loss, and draw
+    the book's figure (the smoothed losses against the iterations) when ``plot`` names a file."""
+    started = time.perf_counter()
+    train_loss = train_side_by_side(steps, x_train, t_train, batches, report_every)
+    seconds = time.perf_counter() - started
+    iters = batches.shape[0]
+    print(f"final loss (mean of the last {min(report_every, iters)} iterations): "
+          f"{final_losses(train_loss, report_every)}; {seconds:.1f} s")
+    results = {"train_loss": train_loss, "seconds": seconds}
+    if plot:
+        figure, axis = pyplot().subplots(figsize=(7, 5))
+        for key in steps:
+            axis.plot(range(iters), smooth_curve(train_loss[key]), marker=markers[key], markevery=100, label=key)
+        axis.set(xlabel="iterations", ylabel="loss", ylim=ylim)
+        axis.legend()
+        save(figure, plot)
+        results["figure"] = figure
+    return results
+
+
+def overfit_results(train_acc_list: list[float], test_acc_list: list[float], seconds: float, plot: str | None,
+                    results: dict | None = None) -> dict:
+    """The end of the two overfitting scripts: the final accuracies and their gap printed, the figure drawn when
+    ``plot`` names a file; returns ``results`` with "seconds" (and "figure") added."""
+    print(f"final: train acc {train_acc_list[-1]:.4f}, test acc {test_acc_list[-1]:.4f}, gap "
+          f"{train_acc_list[-1] - test_acc_list[-1]:.4f}; {seconds:.1f} s")
+    results = {**(results or {}), "seconds": seconds}
+    if plot:
+        results["figure"] = plot_accuracy(train_acc_list, test_acc_list, plot)
+    return results
 
 
 def final_losses(train_loss: dict[str, list[float]], last: int = 100) -> str:

@@ -13,13 +13,11 @@ The figure is the book's: the losses smoothed with smooth_curve, against the ite
 from __future__ import annotations
 
 import sys
-import time
 
 import _ch6
 
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from anynet.plot import smooth_curve
 
 OPTIMIZERS = {"SGD": SGD, "Momentum": Momentum, "AdaGrad": AdaGrad, "Adam": Adam, "RMSprop": RMSprop,
               "Nesterov": Nesterov}
@@ -46,25 +44,8 @@ def run(argv: list[str] | None = None) -> dict:
     # 2: training ==========
     batches = _ch6.batch_indices(where, args.seed, args.iters, x_train.shape[0], args.batch_size)
     print(f"{args.iters} iterations of batches of {args.batch_size}; the loss every {REPORT_EVERY}")
-    started = time.perf_counter()
-    train_loss = _ch6.train_side_by_side(steps, x_train, t_train, batches, REPORT_EVERY)
-    seconds = time.perf_counter() - started
-    print(f"final loss (mean of the last {min(REPORT_EVERY, args.iters)} iterations): "
-          f"{_ch6.final_losses(train_loss, REPORT_EVERY)}; {seconds:.1f} s")
-
-    # 3: the figure ==========
-    results = {"train_loss": train_loss, "seconds": seconds}
-    if args.plot:
-        plt = _ch6.pyplot()
-        figure, axis = plt.subplots(figsize=(7, 5))
-        for key in optimizers:
-            axis.plot(range(args.iters), smooth_curve(train_loss[key]), marker=MARKERS[key], markevery=100,
-                      label=key)
-        axis.set(xlabel="iterations", ylabel="loss", ylim=(0, 1))
-        axis.legend()
-        _ch6.save(figure, args.plot)
-        results["figure"] = figure
-    return results
+    return _ch6.compare_losses(steps, x_train, t_train, batches, args.plot, MARKERS, ylim=(0, 1),
+                               report_every=REPORT_EVERY)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,15 +42,8 @@ def run(argv: list[str] | None = None) -> dict:
                       device=where, seed=args.seed, sampling="replacement")
     history = trainer.train()
 
-    train_acc_list, test_acc_list = trainer.train_acc_list, trainer.test_acc_list
-    print(f"final: train acc {train_acc_list[-1]:.4f}, test acc {test_acc_list[-1]:.4f}, gap "
-          f"{train_acc_list[-1] - test_acc_list[-1]:.4f}; {sum(trainer.epoch_seconds):.1f} s")
-
-    # the figure ==========
-    results = {**history, "seconds": sum(trainer.epoch_seconds)}
-    if args.plot:
-        results["figure"] = _ch6.plot_accuracy(train_acc_list, test_acc_list, args.plot)
-    return results
+    return _ch6.overfit_results(trainer.train_acc_list, trainer.test_acc_list, sum(trainer.epoch_seconds),
+                                args.plot, history)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,15 +55,8 @@ def run(argv: list[str] | None = None) -> dict:
             train_acc_list.append(network.accuracy(x_train, t_train))
             test_acc_list.append(network.accuracy(x_test, t_test))
             print(f"{len(train_acc_list) - 1:>5} {train_acc_list[-1]:9.4f} {test_acc_list[-1]:9.4f}", flush=True)
-    seconds = time.perf_counter() - started
-    print(f"final: train acc {train_acc_list[-1]:.4f}, test acc {test_acc_list[-1]:.4f}, gap "
-          f"{train_acc_list[-1] - test_acc_list[-1]:.4f}; {seconds:.1f} s")
-
-    # the figure ==========
-    results = {"train_acc_list": train_acc_list, "test_acc_list": test_acc_list, "seconds": seconds}
-    if args.plot:
-        results["figure"] = _ch6.plot_accuracy(train_acc_list, test_acc_list, args.plot)
-    return results
+    return _ch6.overfit_results(train_acc_list, test_acc_list, time.perf_counter() - started, args.plot,
+                                {"train_acc_list": train_acc_list, "test_acc_list": test_acc_list})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,11 @@ losses smoothed with smooth_curve, against the iterations.
 from __future__ import annotations
 
 import sys
-import time
 
 import _ch6
 
 from anynet.networks import MultiLayerNet
 from anynet.optimizers import SGD
-from anynet.plot import smooth_curve
 
 WEIGHT_INIT_TYPES = {"std=0.01": 0.01, "Xavier": "sigmoid", "He": "relu"}
 MARKERS = {"std=0.01": "o", "Xavier": "s", "He": "D"}
@@ -47,25 +45,8 @@ def run(argv: list[str] | None = None) -> dict:
     batches = _ch6.batch_indices(where, args.seed, args.iters, x_train.shape[0], args.batch_size)
     print(f"{args.iters} iterations of batches of {args.batch_size}, SGD lr {args.lr}; the loss every "
           f"{REPORT_EVERY}")
-    started = time.perf_counter()
-    train_loss = _ch6.train_side_by_side(steps, x_train, t_train, batches, REPORT_EVERY)
-    seconds = time.perf_counter() - started
-    print(f"final loss (mean of the last {min(REPORT_EVERY, args.iters)} iterations): "
-          f"{_ch6.final_losses(train_loss, REPORT_EVERY)}; {seconds:.1f} s")
-
-    # 3: the figure ==========
-    results = {"train_loss": train_loss, "seconds": seconds}
-    if args.plot:
-        plt = _ch6.pyplot()
-        figure, axis = plt.subplots(figsize=(7, 5))
-        for key in WEIGHT_INIT_TYPES:
-            axis.plot(range(args.iters), smooth_curve(train_loss[key]), marker=MARKERS[key], markevery=100,
-                      label=key)
-        axis.set(xlabel="iterations", ylabel="loss", ylim=(0, 2.5))
-        axis.legend()
-        _ch6.save(figure, args.plot)
-        results["figure"] = figure
-    return results
+    return _ch6.compare_losses(steps, x_train, t_train, batches, args.plot, MARKERS, ylim=(0, 2.5),
+                               report_every=REPORT_EVERY)
 
 
 def main(argv: list[str] | None = None) -> int:
