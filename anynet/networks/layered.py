@@ -25,14 +25,16 @@ from ..backend import device as make_device
 from ..chunking import chunk_bounds
 from ..functions import label_dtype_error, label_range_error
 from ..gradient import numerical_gradient as _numerical_gradient
+from ..io import layer_generators, running_statistics
+from ..io import load_params as read_params_file
+from ..io import save_params as write_params_file
 from ..layers import Affine, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from ..optimizers import check_hyperparameter
 
 __all__ = ["LayerNet"]
 
-# The attribute names a layer written the book's way holds its parameters and running statistics under.
+# The attribute names a layer written the book's way holds its parameters under.
 _BOOK_PARAM_NAMES = ("W", "b", "gamma", "beta")
-_BOOK_BUFFER_NAMES = ("running_mean", "running_var")
 # Activation layers a fused fast path covers, by the name the kernels use.
 _ACTIVATION_NAMES = {Relu: "relu", Sigmoid: "sigmoid"}
 
@@ -40,11 +42,11 @@ _ACTIVATION_NAMES = {Relu: "relu", Sigmoid: "sigmoid"}
 _on_own_device = running_on(lambda self, *args: self.device)
 
 
-def _held(layer: Any, declared: str, book_names: tuple[str, ...]) -> tuple[str, ...]:
-    names = getattr(layer, declared, None)
+def _held(layer: Any) -> tuple[str, ...]:
+    names = getattr(layer, "param_names", None)
     if names is not None:
         return tuple(names)
-    return tuple(name for name in book_names if getattr(layer, name, None) is not None)
+    return tuple(name for name in _BOOK_PARAM_NAMES if getattr(layer, name, None) is not None)
 
 
 def _takes_train_flg(layer: Any) -> bool:
@@ -74,17 +76,13 @@ class LayerNet:
         self.weight_decay_lambda = check_hyperparameter(type(self).__name__, "weight_decay_lambda",
                                                         weight_decay_lambda)
         self._param_slots: dict[str, tuple[Any, str]] = {}
-        self._buffer_slots: dict[str, tuple[Any, str]] = {}
         counts: dict[str, int] = {}
-        buffer_layers = 0
         for layer in self.layers.values():
-            for attribute in _held(layer, "param_names", _BOOK_PARAM_NAMES):
+            for attribute in _held(layer):
                 counts[attribute] = counts.get(attribute, 0) + 1
                 self._param_slots[f"{attribute}{counts[attribute]}"] = (layer, attribute)
-            buffers = _held(layer, "buffer_names", _BOOK_BUFFER_NAMES)
-            buffer_layers += bool(buffers)
-            for attribute in buffers:
-                self._buffer_slots[f"{attribute}{buffer_layers}"] = (layer, attribute)
+        # running statistics, named as checkpoints name those of a network written the book's way
+        self._buffer_slots = running_statistics(self)
         self.params: dict[str, Any] = {name: getattr(layer, attribute)
                                        for name, (layer, attribute) in self._param_slots.items()}
         if not self.params:
@@ -295,9 +293,7 @@ class LayerNet:
         file name (the book's argument) read with :func:`anynet.io.load_params`, pickles safely. Moved onto this
         network's device, in its dtype."""
         if not isinstance(params, Mapping):
-            from ..io import load_params as read_file
-
-            params = read_file(params, device=self.device)
+            params = read_params_file(params, device=self.device)
         where = self.device
         current = self.state_arrays()
         expected = {name: tuple(value.shape) for name, value in current.items()}
@@ -324,9 +320,7 @@ class LayerNet:
     def save_params(self, file_name: str | os.PathLike = "params.pkl") -> None:
         """Write the parameters and running statistics to ``file_name`` with :func:`anynet.io.save_params` (an .npz
         with this network's architecture, whatever the name's suffix; ``load_params`` reads it back)."""
-        from ..io import save_params as write_file
-
-        write_file(file_name, self)
+        write_params_file(file_name, self)
 
     # -- fast paths ------------------------------------------------------------------------------------------
 
@@ -370,16 +364,16 @@ class LayerNet:
     # -- dropout's generators --------------------------------------------------------------------------------
 
     def random_state(self) -> list[dict[str, Any]]:
-        """The state of each Dropout layer's host generator (JSON-serialisable), for a checkpoint."""
-        return [dict(layer.generator.bit_generator.state) for layer in self._dropouts()]
+        """The state of each Dropout layer's host generator (JSON-serialisable), as a checkpoint records it."""
+        return [dict(generator.bit_generator.state) for generator in layer_generators(self)]
 
     def set_random_state(self, states: list[dict]) -> None:
         """Restore what :meth:`random_state` returned, so that a resumed run draws the masks it would have."""
-        dropouts = self._dropouts()
-        if len(states) != len(dropouts):
-            raise ValueError(f"{len(states)} dropout generator states for {len(dropouts)} Dropout layers")
-        for layer, state in zip(dropouts, states):
-            layer.generator.bit_generator.state = state
+        generators = layer_generators(self)
+        if len(states) != len(generators):
+            raise ValueError(f"{len(states)} dropout generator states for {len(generators)} Dropout layers")
+        for generator, state in zip(generators, states):
+            generator.bit_generator.state = state
 
 
 def _check_not_empty(what: str, x: Any) -> None:
