@@ -201,10 +201,10 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--save {save}: could not write the weights: {_reason(error)}{kept}") from None
         print(f"saved the weights to {save} (anynet evaluate --weights {save})")
     if plot is not None:
-        from .plot import plot_training_curves
+        from .plot import close, plot_training_curves
 
         try:
-            plot_training_curves(history, plot)
+            close(plot_training_curves(history, plot))  # saved: a figure left open would pile up in pyplot
         except OSError as error:
             raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
         print(f"saved the training curves to {plot}")
@@ -395,12 +395,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"  {i:>2}  " + "".join(f"{value:>6}" for value in row))
     if plot is not None:
         from .functions import softmax
-        from .plot import plot_misclassified
+        from .plot import close, plot_misclassified
 
         try:
             with where.active():
                 probabilities = softmax(scores)
-            plot_misclassified(x, t, probabilities, plot, class_names=names)
+            close(plot_misclassified(x, t, probabilities, plot, class_names=names))
         except OSError as error:
             raise UserError(f"--plot {plot}: could not write the plot: {_reason(error)}") from None
         print(f"saved misclassified test images to {plot}")

@@ -18,7 +18,7 @@ from .backend import namespace, to_numpy
 from .functions import relu, sigmoid, step_function
 
 __all__ = ["plot_training_curves", "plot_activations", "plot_misclassified", "filter_show", "normalized_filters",
-           "smooth_curve"]
+           "smooth_curve", "close"]
 
 INSTALL_HINT = 'plotting needs matplotlib: pip install "anynet[plot]" (or pip install matplotlib)'
 
@@ -92,6 +92,12 @@ def _finish(figure, path):
     if path is not None:
         figure.savefig(path, dpi=120)
     return figure
+
+
+def close(figure: Any) -> None:
+    """Close ``figure`` in pyplot, which keeps every figure it made until closed (a program that saves figures in a
+    loop would otherwise hold them all)."""
+    _pyplot().close(figure)
 
 
 def plot_training_curves(history: dict, path: str | os.PathLike | None = None):

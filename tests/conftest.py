@@ -7,6 +7,8 @@ Tests that need float64 take ``device64`` (the devices that have it) or parametr
 ``DEVICE_DTYPES`` (each device with float32, and with float64 where it has it): no test skips itself for lack of it.
 """
 
+import sys
+
 import pytest
 
 import anynet
@@ -22,6 +24,14 @@ def pytest_report_header(config):
     lines = [f"anynet devices under test: {', '.join(DEVICE_NAMES)} (choose with ANYNET_DEVICES=a,b)"]
     lines += [f"anynet device skipped (installed, not usable): {name}: {why}" for name, why in UNUSABLE_DEVICES.items()]
     return lines
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures a test draws (the plot functions keep theirs open in pyplot, for plt.show()) end with the test."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(params=DEVICE_PARAMS, scope="session")

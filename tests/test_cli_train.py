@@ -109,7 +109,10 @@ def test_a_missing_plotting_library_fails_before_training(synthetic, monkeypatch
 
 def test_train_plots_and_evaluate_plots(synthetic, tmp_path, capsys):
     pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
     model = tmp_path / "two.npz"
+    open_before = plt.get_fignums()
     assert cli.main(["train", "--model", "two-layer", "--hidden", "20", "--activation", "sigmoid", "--optimizer",
                      "sgd", "--lr", "0.5", "--epochs", "1", "--device", "cpu", "--save", str(model),
                      "--plot", str(tmp_path / "curves.png")]) == 0
@@ -117,6 +120,7 @@ def test_train_plots_and_evaluate_plots(synthetic, tmp_path, capsys):
     assert read_metadata(model)["architecture"] == {"sizes": [784, 20, 10], "activation": "sigmoid"}
     assert cli.main(["evaluate", "--weights", str(model), "--device", "cpu", "--plot", str(tmp_path / "w.png")]) == 0
     assert "saved misclassified test images to" in capsys.readouterr().out
+    assert plt.get_fignums() == open_before  # the saved figures are closed: none piles up in a long session
 
 
 def test_evaluate_refuses_weights_of_another_shape(synthetic, tmp_path, capsys):
