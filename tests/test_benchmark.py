@@ -355,7 +355,9 @@ def test_the_report_judges_the_targets_and_flags_accuracies_that_part():
 
 
 def test_bench_runs_the_convnet_workloads_from_the_command_line(tmp_path, monkeypatch, tiny_images, capsys):
-    monkeypatch.setattr(benchmark, "load_data", lambda data_dir=None: (tiny_images, "SYNTHETIC (test)"))
+    (x, t), (x_test, t_test) = tiny_images
+    one_step = (x[:100], t[:100]), (x_test[:100], t_test[:100])  # the command's path, not the workloads': one step
+    monkeypatch.setattr(benchmark, "load_data", lambda data_dir=None: (one_step, "SYNTHETIC (test)"))
     monkeypatch.setattr(benchmark, "PAUSE_S", 0.0)
     monkeypatch.delenv("ANYNET_DATA", raising=False)
     gemm_rate = benchmark.gemm_rate
