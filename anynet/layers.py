@@ -310,13 +310,20 @@ class Convolution:
         self._saved: Any = None
         self._workspace: dict = {}  # the fast path's buffers, reused from one forward pass to the next
 
-    def forward(self, x: Any) -> Any:
-        xp = namespace(x, self.W)
+    def _check_input(self, x: Any) -> None:
         _check_images("Convolution input", x)
-        fn, c, fh, fw = self.W.shape
+        c, fh, fw = self.W.shape[1:]
         if x.shape[1] != c:
             raise ValueError(f"Convolution with filters of shape {tuple(self.W.shape)} takes images of {c} "
                              f"channel(s), got input of shape {tuple(x.shape)}")
+        # every path, the fast ones too: a filter larger than the padded input is an error, not an empty output
+        conv_output_size(x.shape[2], fh, self.stride, self.pad)
+        conv_output_size(x.shape[3], fw, self.stride, self.pad)
+
+    def forward(self, x: Any) -> Any:
+        xp = namespace(x, self.W)
+        self._check_input(x)
+        fn, c, fh, fw = self.W.shape
         self.x = x
         self._kernels = conv_kernels(xp)
         if self._kernels is not None:
@@ -332,6 +339,7 @@ class Convolution:
         return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, fn)), (0, 3, 1, 2))
 
     def backward(self, dout: Any) -> Any:
+        _check_forward_ran(self)
         if self._kernels is not None:
             dx, self.dW, self.db = self._kernels.conv_backward(dout, self._saved, self.W, self.stride, self.pad,
                                                                self.input_gradient)
@@ -370,6 +378,9 @@ class Pooling:
     def forward(self, x: Any) -> Any:
         xp = namespace(x)
         _check_images("Pooling input", x)
+        # every path, the fast ones too: a window larger than the padded input is an error, not an empty output
+        conv_output_size(x.shape[2], self.pool_h, self.stride, self.pad)
+        conv_output_size(x.shape[3], self.pool_w, self.stride, self.pad)
         self.x = x
         self._kernels = conv_kernels(xp)
         if self._kernels is not None:
@@ -385,6 +396,7 @@ class Pooling:
         return xp.permute_dims(xp.reshape(out, (n, out_h, out_w, c)), (0, 3, 1, 2))
 
     def backward(self, dout: Any) -> Any:
+        _check_forward_ran(self)
         if self._kernels is not None:
             return self._kernels.pool_backward(dout, self._saved)
         xp = namespace(dout)
@@ -396,3 +408,69 @@ class Pooling:
         dcol = xp.where(xp.reshape(self.arg_max, (-1, 1)) == positions, flat, xp.zeros_like(flat))
         dcol = xp.reshape(dcol, (-1, self.x.shape[1] * pool_size))
         return col2im(dcol, tuple(self.x.shape), self.pool_h, self.pool_w, self.stride, self.pad)
+
+
+def _check_forward_ran(layer: Any) -> None:
+    if layer.x is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward needs the input of a forward pass of this layer, and "
+                           "there is none (none yet, or the last one ran in a PooledConvolution, which keeps its "
+                           "own): call forward first")
+
+
+class PooledConvolution:
+    """A :class:`Convolution` followed by 2x2 max :class:`Pooling` of stride 2 without padding (the book's conv
+    networks' pattern), and optionally a :class:`Relu` (max pooling commutes with it), as one step: where a fast path
+    fuses them (NumPy), the convolution's product comes out window corner by window corner, the pooling compares
+    contiguous blocks and the ReLU's mask joins the pooling's choices; elsewhere the layers run one after the other.
+    The values and gradients are those of the layers (the filters' gradients to rounding), and the gradients land
+    in the convolution's ``dW`` and ``db``.
+
+    :class:`anynet.networks.LayerNet` runs such layers this way. While the fused step runs, the convolution and
+    pooling keep no state of their own (their own ``backward`` then asks for their own forward pass); the Relu's
+    ``out`` (and ``mask``) is the step's output, as it would be.
+    """
+
+    def __init__(self, conv: Convolution, pool: Pooling, relu: Relu | None = None):
+        self.conv = conv
+        self.pool = pool
+        self.relu = relu
+        self._backward: Any = None
+        self._saved: Any = None
+
+    def _fused(self, x: Any) -> Any:
+        """The fast path's fused functions, when they exist for ``x``'s library and the layers fit them."""
+        conv, pool = self.conv, self.pool
+        kernels = conv_kernels(namespace(x, conv.W))
+        if getattr(kernels, "conv_pool_forward", None) is None:
+            return None
+        if (pool.pool_h, pool.pool_w, pool.stride, pool.pad) != (2, 2, 2, 0) or x.ndim != 4:
+            return None
+        fh, fw = conv.W.shape[2], conv.W.shape[3]
+        if x.shape[2] + 2 * conv.pad < fh + conv.stride or x.shape[3] + 2 * conv.pad < fw + conv.stride:
+            return None  # fewer than 2 output rows or columns: the layers themselves say what is wrong
+        return kernels
+
+    def forward(self, x: Any) -> Any:
+        kernels = self._fused(x)
+        if kernels is None:
+            self._backward = None
+            out = self.pool.forward(self.conv.forward(x))
+            return out if self.relu is None else self.relu.forward(out)
+        conv = self.conv
+        conv._check_input(x)
+        out, self._saved = kernels.conv_pool_forward(x, conv.W, conv.b, conv.stride, conv.pad, conv._workspace,
+                                                     self.relu is not None)
+        self._backward = kernels.conv_pool_backward
+        conv.x = self.pool.x = None  # their state is this step's
+        if self.relu is not None:
+            self.relu.out = out
+        return out
+
+    def backward(self, dout: Any) -> Any:
+        if self._backward is None:
+            if self.relu is not None:
+                dout = self.relu.backward(dout)
+            return self.conv.backward(self.pool.backward(dout))
+        conv = self.conv
+        dx, conv.dW, conv.db = self._backward(dout, self._saved, conv.W, conv.stride, conv.pad, conv.input_gradient)
+        return dx

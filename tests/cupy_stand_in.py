@@ -211,7 +211,7 @@ def stand_in_cupy(kernels):
         setattr(cupy, name, getattr(np, name))
     for name in ("empty", "zeros", "ones", "asarray", "arange"):
         setattr(cupy, name, _create(getattr(np, name)))
-    for name in ("argmax", "vdot", "min", "max", "reshape"):
+    for name in ("argmax", "vdot", "min", "max", "reshape", "maximum", "where"):
         setattr(cupy, name, _checked(getattr(np, name)))
     cupy.concatenate, cupy.ascontiguousarray, cupy.result_type = _concatenate, _ascontiguousarray, _result_type
     cupy.take, cupy.matmul, cupy.sum, cupy.copyto = _take, _matmul, _sum, _copyto

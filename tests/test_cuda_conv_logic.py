@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import anynet.layers
-from anynet.layers import Convolution, Pooling
+from anynet.layers import Convolution, Pooling, Relu
 from anynet.networks import SimpleConvNet
 from tests.cupy_stand_in import Array, Device, here, import_against_stand_in, kernels_of
 
@@ -488,6 +488,34 @@ def test_the_cuda_functions_take_what_the_layers_pass(conv):
 
     from anynet._kernels import numpy_conv
 
-    for name in ("conv_forward", "conv_backward", "pool_forward", "pool_backward"):
+    for name in ("conv_forward", "conv_backward", "pool_forward", "pool_backward", "conv_pool_forward",
+                 "conv_pool_backward"):
         assert (list(inspect.signature(getattr(conv, name)).parameters)
                 == list(inspect.signature(getattr(numpy_conv, name)).parameters)), name
+
+
+@pytest.mark.parametrize("gpu", [0, 1])
+@pytest.mark.parametrize("relu", [False, True], ids=["pool", "pool-relu"])
+def test_the_pooled_convolution_step_is_the_kernels_one_after_the_other(conv, generic, gpu, relu):
+    """conv_pool_forward / conv_pool_backward (what PooledConvolution calls) against the generic layers, on the
+    input's stand-in GPU; small integers make ties and zeros for the ReLU."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, size=(2, 3, 9, 9)).astype(np.float32)
+    W = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    b = np.zeros(4, np.float32)
+    layers = [Convolution(W, b, 1, 1), Pooling(2, 2, stride=2)] + ([Relu()] if relu else [])
+    out = x
+    for layer in layers:
+        out = layer.forward(out)
+    dout = rng.normal(size=out.shape).astype(np.float32)
+    grad = dout
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    x_gpu, W_gpu, b_gpu, dout_gpu = _on(gpu, x, W, b, dout)
+    fast_out, saved = conv.conv_pool_forward(x_gpu, W_gpu, b_gpu, 1, 1, {}, relu)
+    fast_dx, fast_dW, fast_db = conv.conv_pool_backward(dout_gpu, saved, W_gpu, 1, 1, True)
+    assert Device.current == 0
+    _assert_on(gpu, "float32", fast_out, out, exact=True)
+    tolerance = _tolerance("float32")
+    for actual, expected in ((fast_dx, grad), (fast_dW, layers[0].dW), (fast_db, layers[0].db)):
+        _assert_on(gpu, "float32", actual, expected, **tolerance)

@@ -265,3 +265,26 @@ def pool_backward(dout: Any, saved: Any) -> Any:
         dx = cupy.empty((n, c, h, w), dtype=dout.dtype)
         _max_pool_backward(cupy.ascontiguousarray(dout), arg, h, w, pool_h, pool_w, out_h, out_w, stride, pad, dx)
     return dx
+
+
+def conv_pool_forward(x: Any, W: Any, b: Any, stride: int, pad: int, workspace: dict | None = None,
+                      relu: bool = False) -> tuple[Any, Any]:
+    """A convolution, 2x2 max pooling of stride 2, then max(0, x) if ``relu``: the kernels one after the other (on
+    the GPU the elementwise kernels read any layout at full speed: nothing to fuse for). The NumPy module fuses
+    them."""
+    out, conv_saved = conv_forward(x, W, b, stride, pad, workspace)
+    pooled, pool_saved = pool_forward(out, 2, 2, 2, 0)
+    if relu:
+        with _gpu_of("Convolution", {"x": x}):
+            pooled = cupy.maximum(pooled, 0)  # NaN stays NaN, as Relu's maximum keeps it
+    return pooled, (conv_saved, pool_saved, pooled if relu else None)
+
+
+def conv_pool_backward(dout: Any, saved: Any, W: Any, stride: int, pad: int,
+                       input_gradient: bool) -> tuple[Any, Any, Any]:
+    """(dx or None, dW, db) from ``dout`` and ``conv_pool_forward``'s ``saved``."""
+    conv_saved, pool_saved, relu_out = saved
+    if relu_out is not None:
+        with _gpu_of("Convolution backward", {"the forward pass": relu_out, "dout": dout}):
+            dout = cupy.where(relu_out <= 0, cupy.zeros((), dtype=dout.dtype), dout)
+    return conv_backward(pool_backward(dout, pool_saved), conv_saved, W, stride, pad, input_gradient)

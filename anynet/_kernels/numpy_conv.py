@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 
 def _out_size(size: int, window: int, stride: int, pad: int) -> int:
@@ -71,44 +71,61 @@ def _windows(image: np.ndarray, window_h: int, window_w: int, stride: int, out_h
     return col
 
 
-def _taps(image: np.ndarray, window_h: int, window_w: int, stride: int, out_h: int, out_w: int,
-          taps: np.ndarray) -> None:
-    """The transposed window matrix of ``image`` (N, H, W, C) into the first rows of ``taps``: a row per (fy, fx, c),
-    a column per output position (n, y, x)."""
-    view = _window_view(image, window_h, window_w, stride, out_h, out_w)
-    n, c = image.shape[0], image.shape[3]
-    target = taps[:window_h * window_w * c].reshape(window_h, window_w, c, n, out_h, out_w)
-    np.copyto(target, view.transpose(4, 5, 3, 0, 1, 2))
+def _window_matrix(image: np.ndarray, window_h: int, window_w: int, stride: int, positions: tuple[int, ...],
+                   blocks: bool, workspace: dict | None) -> np.ndarray:
+    """The (positions, window_h * window_w * C + 1) window matrix of ``image`` (N, H, W, C), columns (fy, fx, c) then
+    a column of ones, as one strided copy (kept in ``workspace`` between calls).
 
-
-def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int,
-                 workspace: dict | None = None) -> tuple[np.ndarray, Any]:
-    """(N, FN, out_h, out_w) (a view of channels-last memory) and what ``conv_backward`` needs.
-
-    The window matrix has a last column of ones and the filter matrix the biases as its last row, so one product
-    adds the biases (and the backward product gives their gradient); it is kept in ``workspace`` between calls.
+    ``positions`` is (N, out_h, out_w) in row order, or with ``blocks`` (N, out_h // 2, out_w // 2): then the rows
+    run over the four corners of 2x2 pooling windows, corner (a, b) by corner (rows (a, b, n, i, j) for output
+    position (2i + a, 2j + b)), so the product's rows come out as four contiguous blocks, one per window corner.
+    With few channels (a first layer) the matrix is made transposed, a row per filter tap, so that the copy moves
+    runs of output pixels rather than of window_w * C; the product takes it transposed at no cost.
     """
-    n, c, h, w = x.shape
-    fn, _, fh, fw = W.shape
-    out_h, out_w = _out_size(h, fh, stride, pad), _out_size(w, fw, stride, pad)
-    size = fh * fw * c
-    image = _channels_last(x, pad, workspace)
-    if fw * c < out_w:
-        # few channels (a first layer): the window matrix is made transposed, a row per filter tap, so that the copy
-        # moves runs of out_w pixels rather than of fw * c; the product takes it transposed at no cost
-        buffer = _buffer(workspace, "taps", (size + 1, n * out_h * out_w), x.dtype, np.empty)
-        col = buffer.T
-        _taps(image, fh, fw, stride, out_h, out_w, buffer)
+    n, out_h, out_w = positions
+    c = image.shape[3]
+    sn, sh, sw, sc = image.strides
+    size = window_h * window_w * c
+    if blocks:
+        shape: tuple[int, ...] = (2, 2, n, out_h, out_w)
+        strides: tuple[int, ...] = (stride * sh, stride * sw, sn, 2 * stride * sh, 2 * stride * sw)
     else:
-        col = buffer = _buffer(workspace, "col", (n * out_h * out_w, size + 1), x.dtype, np.empty)
-        _windows(image, fh, fw, stride, out_h, out_w, col)
+        shape, strides = (n, out_h, out_w), (sn, stride * sh, stride * sw)
+    view = as_strided(image, shape + (window_h, window_w, c), strides + (sh, sw, sc), writeable=False)
+    rows = int(np.prod(shape))
+    if window_w * c < out_w:
+        buffer = _buffer(workspace, "taps", (size + 1, rows), image.dtype, np.empty)
+        col = buffer.T
+        k = len(shape)
+        np.copyto(buffer[:size].reshape((window_h, window_w, c) + shape), view.transpose(k, k + 1, k + 2, *range(k)))
+    else:
+        col = buffer = _buffer(workspace, "col", (rows, size + 1), image.dtype, np.empty)
+        np.copyto(col[:, :size].reshape(shape + (window_h, window_w, c)), view)
     if workspace is None or workspace.get("ones") is not buffer:  # a new buffer: its ones column written once
         col[:, size] = 1
         if workspace is not None:
             workspace["ones"] = buffer
-    col_W = np.empty((size + 1, fn), dtype=W.dtype)  # the columns' (fy, fx, c) order, then the biases
-    col_W[:size] = W.transpose(2, 3, 1, 0).reshape(size, fn)
-    col_W[size] = b
+    return col
+
+
+def _filter_matrix(W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(size + 1, FN): the filters in the window matrix's (fy, fx, c) column order, then the biases, so that one
+    product with the ones column adds them."""
+    fn, c, fh, fw = W.shape
+    col_W = np.empty((fh * fw * c + 1, fn), dtype=W.dtype)
+    col_W[:-1] = W.transpose(2, 3, 1, 0).reshape(-1, fn)
+    col_W[-1] = b
+    return col_W
+
+
+def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int,
+                 workspace: dict | None = None) -> tuple[np.ndarray, Any]:
+    """(N, FN, out_h, out_w) (a view of channels-last memory) and what ``conv_backward`` needs."""
+    n, c, h, w = x.shape
+    fn, _, fh, fw = W.shape
+    out_h, out_w = _out_size(h, fh, stride, pad), _out_size(w, fw, stride, pad)
+    col = _window_matrix(_channels_last(x, pad, workspace), fh, fw, stride, (n, out_h, out_w), False, workspace)
+    col_W = _filter_matrix(W, b)
     out = col @ col_W
     return out.reshape(n, out_h, out_w, fn).transpose(0, 3, 1, 2), (col, col_W, (n, c, h, w))
 
@@ -120,20 +137,37 @@ def conv_backward(dout: np.ndarray, saved: Any, W: np.ndarray, stride: int, pad:
     fn, _, fh, fw = W.shape
     grad = dout.transpose(0, 2, 3, 1)  # channels-last: a view when dout came from conv_forward's layout
     out_h, out_w = grad.shape[1], grad.shape[2]
-    rows = grad.reshape(n * out_h * out_w, fn)
-    both = rows.T @ col  # (FN, size + 1): the filters' gradient, then the biases' (rows times the ones column)
-    dW = np.ascontiguousarray(both[:, :-1].reshape(fn, fh, fw, c).transpose(0, 3, 1, 2))
-    db = np.ascontiguousarray(both[:, -1])
+    dW, db = _filter_gradients(grad.reshape(n * out_h * out_w, fn), col, W)
     if not input_gradient:
         return None, dW, db
+    return _input_gradient(grad, W, (n, c, h, w), stride, pad), dW, db
+
+
+def _filter_gradients(rows: np.ndarray, col: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dW (FN, C, FH, FW) and db from the output gradient's (positions, FN) ``rows`` and the window matrix ``col``
+    (ones column last) of the same positions: one product."""
+    fn, c, fh, fw = W.shape
+    # (size + 1, FN): the filters' gradient, then the biases' (the ones column times the rows); this orientation of
+    # the product runs 15-20% faster than rows.T @ col for both layouts of col
+    both = col.T @ rows
+    dW = np.ascontiguousarray(both[:-1].reshape(fh, fw, c, fn).transpose(3, 2, 0, 1))
+    return dW, np.ascontiguousarray(both[-1])
+
+
+def _input_gradient(grad: np.ndarray, W: np.ndarray, x_shape: tuple[int, int, int, int], stride: int,
+                    pad: int) -> np.ndarray:
+    """dx (N, C, H, W) from the output gradient ``grad`` (N, out_h, out_w, FN), channels-last."""
+    n, c, h, w = x_shape
+    fn, _, fh, fw = W.shape
+    out_h, out_w = grad.shape[1], grad.shape[2]
     # dx[u] = sum_k spread[u + k] * W[fh - 1 - k], where spread holds dout[i] at fh - 1 - pad + stride * i
-    spread = np.zeros((n, h + fh - 1, w + fw - 1, fn), dtype=dout.dtype)
+    spread = np.zeros((n, h + fh - 1, w + fw - 1, fn), dtype=grad.dtype)
     rows_at, grad_rows = _placement(out_h, fh, h, stride, pad)
     cols_at, grad_cols = _placement(out_w, fw, w, stride, pad)
     spread[:, rows_at, cols_at, :] = grad[:, grad_rows, grad_cols, :]
     flipped = W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
     dx = _windows(spread, fh, fw, 1, h, w) @ flipped
-    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dW, db
+    return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
 def _placement(out_size: int, window: int, size: int, stride: int, pad: int) -> tuple[slice, slice]:
@@ -145,6 +179,73 @@ def _placement(out_size: int, window: int, size: int, stride: int, pad: int) -> 
     return (slice(offset + stride * first, offset + stride * last + 1, stride), slice(first, last + 1))
 
 
+def _tournament(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, Any]:
+    """The maximum of a 2x2 window's corners a, b (top row), c, d, and which holds it, as a tournament of two pairs:
+    each comparison is strict, so a tie keeps the earlier corner (the book's argmax's choice)."""
+    second, fourth = b > a, d > c
+    low, high = np.maximum(a, b), np.maximum(c, d)
+    upper = high > low
+    return np.maximum(low, high), (second, fourth, upper)
+
+
+def conv_pool_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: int,
+                      workspace: dict | None = None, relu: bool = False) -> tuple[np.ndarray, Any]:
+    """A convolution, then 2x2 max pooling of stride 2, then max(0, x) if ``relu``: (N, FN, out_h // 2,
+    out_w // 2) (a view of channels-last memory) and what ``conv_pool_backward`` needs.
+
+    The window matrix's rows go window corner by window corner, so the product is four contiguous blocks and the
+    pooling compares whole blocks: pooling strided views of the (N, H, W, FN) output moves runs of FN values, four
+    to five times slower. Output rows or columns no window covers (an odd size) are not computed. The ReLU's
+    gradient mask is folded into the choice of the window's pair, so it costs the backward pass nothing.
+    """
+    n, c, h, w = x.shape
+    fn, _, fh, fw = W.shape
+    out_h, out_w = _out_size(h, fh, stride, pad), _out_size(w, fw, stride, pad)
+    pooled = (n, out_h // 2, out_w // 2)
+    col = _window_matrix(_channels_last(x, pad, workspace), fh, fw, stride, pooled, True, workspace)
+    corners = (col @ _filter_matrix(W, b)).reshape(4, -1)
+    out, (second, fourth, upper) = _tournament(*corners)
+    lower = None  # the lower pair's choice: the complement of upper's
+    if relu:
+        np.maximum(out, 0, out=out)  # NaN stays NaN, and passes its gradient, as Relu's does
+        passes = np.logical_not(out <= 0)
+        lower = np.less(upper, passes)  # not upper, and passes
+        upper &= passes
+    choice = (second, fourth, upper, lower)
+    return out.reshape(pooled + (fn,)).transpose(0, 3, 1, 2), (col, choice, (n, c, h, w), (out_h, out_w))
+
+
+def conv_pool_backward(dout: np.ndarray, saved: Any, W: np.ndarray, stride: int, pad: int,
+                       input_gradient: bool) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(dx or None, dW, db) from ``dout`` (N, FN, out_h // 2, out_w // 2) and ``conv_pool_forward``'s ``saved``:
+    each output's gradient goes to its window's chosen corner (times the 0/1 choices, then the rest by
+    subtraction, which is exact: one of the two terms is 0), then one product gives the filters' gradients."""
+    col, (second, fourth, upper, lower), x_shape, (out_h, out_w) = saved
+    fn = W.shape[0]
+    grad = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
+    if grad.size != upper.size or grad.shape[3] != fn:
+        raise ValueError(f"Convolution and Pooling backward: dout of shape {tuple(dout.shape)} does not fit the "
+                         f"forward pass, whose output had {upper.size} values over {fn} filters")
+    n, ph, pw = grad.shape[:3]
+    flat = grad.reshape(-1)
+    corners = np.empty((4, flat.size), dtype=grad.dtype)
+    high = np.multiply(flat, upper, out=corners[2])
+    # the lower pair's share: the rest of the gradient, or (with a ReLU) its own choice
+    low = np.subtract(flat, high, out=corners[0]) if lower is None else np.multiply(flat, lower, out=corners[0])
+    np.multiply(low, second, out=corners[1])
+    np.subtract(low, corners[1], out=corners[0])
+    np.multiply(high, fourth, out=corners[3])
+    np.subtract(high, corners[3], out=corners[2])
+    dW, db = _filter_gradients(corners.reshape(-1, fn), col, W)
+    if not input_gradient:
+        return None, dW, db
+    full = np.zeros((n, out_h, out_w, fn), dtype=grad.dtype)  # rows and columns no window covers: 0
+    for index, corner in enumerate(corners):
+        a, b = divmod(index, 2)
+        full[:, a:2 * ph:2, b:2 * pw:2, :] = corner.reshape(n, ph, pw, fn)
+    return _input_gradient(full, W, x_shape, stride, pad), dW, db
+
+
 def pool_forward(x: np.ndarray, pool_h: int, pool_w: int, stride: int, pad: int) -> tuple[np.ndarray, Any]:
     """Max pooling: (N, C, out_h, out_w) (a view of channels-last memory) and what ``pool_backward`` needs."""
     n, c, h, w = x.shape
@@ -153,13 +254,7 @@ def pool_forward(x: np.ndarray, pool_h: int, pool_w: int, stride: int, pad: int)
     views = [image[:, fy:fy + stride * (out_h - 1) + 1:stride, fx:fx + stride * (out_w - 1) + 1:stride, :]
              for fy in range(pool_h) for fx in range(pool_w)]
     if len(views) == 4:
-        # a tournament of two pairs: each comparison is strict, so a tie keeps the earlier position (argmax's)
-        a, b, c_, d = views
-        second, fourth = b > a, d > c_
-        low, high = np.maximum(a, b), np.maximum(c_, d)
-        upper = high > low
-        out = np.maximum(low, high)
-        choice: Any = (second, fourth, upper)
+        out, choice = _tournament(*views)
     else:
         out = views[0].copy()
         choice = np.zeros(out.shape, dtype=np.int32)

@@ -28,7 +28,7 @@ from ..gradient import numerical_gradient as _numerical_gradient
 from ..io import layer_generators, running_statistics
 from ..io import load_params as read_params_file
 from ..io import save_params as write_params_file
-from ..layers import Affine, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from ..layers import Affine, Convolution, Dropout, PooledConvolution, Pooling, Relu, Sigmoid, SoftmaxWithLoss
 from ..optimizers import check_hyperparameter
 
 __all__ = ["LayerNet"]
@@ -52,12 +52,24 @@ def _held(layer: Any) -> tuple[str, ...]:
 def _execution_order(layers: list[Any]) -> list[Any]:
     """``layers`` in the order they run: a Relu followed by max Pooling runs after it instead, on a quarter of the
     values (for 2x2 windows). The results are the same, gradients included: max pooling commutes with max(0, x),
-    and where a window's maximum is <= 0 both orders give its whole window a gradient of 0."""
+    and where a window's maximum is <= 0 both orders give its whole window a gradient of 0. A Convolution then
+    directly followed by Pooling (and a Relu) runs with it as one :class:`~anynet.layers.PooledConvolution` step."""
     order = list(layers)
     for index in range(len(order) - 1):
         if type(order[index]) is Relu and type(order[index + 1]) is Pooling:
             order[index], order[index + 1] = order[index + 1], order[index]
-    return order
+    fused: list[Any] = []
+    index = 0
+    while index < len(order):
+        layer = order[index]
+        if type(layer) is Convolution and index + 1 < len(order) and type(order[index + 1]) is Pooling:
+            relu = order[index + 2] if index + 2 < len(order) and type(order[index + 2]) is Relu else None
+            fused.append(PooledConvolution(layer, order[index + 1], relu))
+            index += 3 if relu is not None else 2
+        else:
+            fused.append(layer)
+            index += 1
+    return fused
 
 
 def _takes_train_flg(layer: Any) -> bool:
