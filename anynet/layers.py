@@ -28,7 +28,8 @@ from .functions import (
 from .masks import keep_mask
 from .util import _check_images, col2im, conv_output_size, im2col
 
-__all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "Convolution", "Pooling"]
+__all__ = ["Affine", "Sigmoid", "Relu", "SoftmaxWithLoss", "Dropout", "BatchNormalization", "Convolution", "Pooling",
+           "PooledConvolution"]
 
 
 class Relu:
@@ -425,9 +426,9 @@ class PooledConvolution:
     The values and gradients are those of the layers (the filters' gradients to rounding), and the gradients land
     in the convolution's ``dW`` and ``db``.
 
-    :class:`anynet.networks.LayerNet` runs such layers this way. While the fused step runs, the convolution and
-    pooling keep no state of their own (their own ``backward`` then asks for their own forward pass); the Relu's
-    ``out`` (and ``mask``) is the step's output, as it would be.
+    :class:`anynet.networks.LayerNet` runs such layers this way. The fused step clears the convolution's and the
+    pooling's input (their own ``backward`` then asks for their own forward pass rather than use an older one); the
+    Relu's ``out`` (and ``mask``) is the step's output, as it would be.
     """
 
     def __init__(self, conv: Convolution, pool: Pooling, relu: Relu | None = None):

@@ -90,8 +90,17 @@ def _pyplot():
 def _finish(figure, path):
     figure.tight_layout()
     if path is not None:
-        figure.savefig(path, dpi=120)
+        _save(figure, path)
     return figure
+
+
+def _save(figure, path):
+    """Save ``figure`` to ``path``; a failed save closes it (the caller never gets it to close)."""
+    try:
+        figure.savefig(path, dpi=120)
+    except BaseException:
+        close(figure)
+        raise
 
 
 def close(figure: Any) -> None:
@@ -204,5 +213,5 @@ def filter_show(filters: Any, nx: int = 8, *, path: str | os.PathLike | None = N
     if title:
         figure.suptitle(title)
     if owned and path is not None:
-        figure.savefig(path, dpi=120)
+        _save(figure, path)
     return figure

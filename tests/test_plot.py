@@ -27,6 +27,22 @@ def test_training_curves(tmp_path):
         plot.plot_training_curves({"train_loss_list": [], "train_acc_list": [], "test_acc_list": []})
 
 
+def test_a_figure_that_cannot_be_saved_is_closed_and_the_error_raised(tmp_path):
+    import matplotlib.pyplot as plt
+
+    history = {"train_loss_list": [2.0, 1.0], "train_acc_list": [0.8], "test_acc_list": [0.7]}
+    open_before = plt.get_fignums()
+    with pytest.raises(FileNotFoundError):
+        plot.plot_training_curves(history, tmp_path / "no-such-folder" / "curves.png")
+    with pytest.raises(FileNotFoundError):
+        plot.filter_show(np.ones((2, 1, 3, 3)), path=tmp_path / "no-such-folder" / "filters.png")
+    assert plt.get_fignums() == open_before  # the caller never got them to close
+    figure = plot.plot_training_curves(history)  # unsaved: kept open for plt.show()
+    assert plt.get_fignums() == open_before + [figure.number]
+    plot.close(figure)
+    assert plt.get_fignums() == open_before
+
+
 def test_activation_figure_on_a_device(tmp_path, device):
     figure = plot.plot_activations(tmp_path / "act.png", device=device)
     lines = figure.axes[0].lines

@@ -84,7 +84,8 @@ def label_predictor(spec: AffineStackSpec) -> Callable[[Any, int], Any] | None:
 
 def conv_kernels(xp: ModuleType) -> ModuleType | None:
     """The module of convolution and pooling kernels for namespace ``xp`` (``conv_forward``, ``conv_backward``,
-    ``pool_forward``, ``pool_backward``), or None: the layers' generic im2col path."""
+    ``pool_forward``, ``pool_backward``, and ``conv_pool_forward`` / ``conv_pool_backward`` for
+    ``layers.PooledConvolution``), or None: the layers' generic im2col path."""
     if is_numpy_namespace(xp):
         from . import numpy_conv
 

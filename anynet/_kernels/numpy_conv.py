@@ -6,14 +6,17 @@ layer nobody reads, and lay every activation out as (N, C, H, W), so each layer 
 - images are worked on channels-last (N, H, W, C): a convolution's product comes out as (N*H*W, FN) rows, which
   *are* channels-last, and the layer returns them as an (N, FN, H, W) view of that memory (no transpose copy);
   the next Relu keeps the layout and Pooling reads it in place;
-- im2col is one strided copy of ``sliding_window_view`` (columns ordered (fy, fx, c), runs of C contiguous);
+- im2col is one strided copy of an ``as_strided`` window view (columns ordered (fy, fx, c));
+- a convolution followed by 2x2 max pooling (``conv_pool_forward``, what ``layers.PooledConvolution`` runs) orders
+  the window matrix's rows window corner by window corner, so that pooling compares four contiguous blocks;
 - the input gradient is the transposed convolution (the output gradient spread by the stride, padded, against the
   flipped filters): one more window copy and product, no col2im loop; skipped when not asked for;
 - pooling compares the pool_h * pool_w strided views of its input (elementwise, no window copy) and keeps which
   of them holds each window's first maximum, as the book's argmax picks it: for 2x2 windows as a tournament of
   two pairs (three comparisons, kept as booleans), otherwise as an index.
 
-``tests/test_conv_layers.py`` checks every function against the layers' generic path.
+``tests/test_conv_layers.py`` checks the layers' functions against the generic path, ``tests/test_conv_fused.py``
+the fused pair against the layers (fast and generic) one after the other.
 """
 
 from __future__ import annotations
