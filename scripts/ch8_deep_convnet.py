@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import _ch6
-import ch7_train_convnet as ch7
+import _ch7 as ch7
 
 import anynet
 from anynet.chunking import chunk_bounds

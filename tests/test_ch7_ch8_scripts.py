@@ -41,12 +41,13 @@ real_mnist = pytest.mark.skipif(not MNIST_TEST.is_file() or not BOOK_DEEP.is_fil
 
 @pytest.fixture(scope="module")
 def scripts():
-    """The two scripts, imported as `python scripts/ch7_....py` would import them."""
+    """The two scripts and what they share, imported as `python scripts/ch7_....py` would import them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(SCRIPTS))
         ch7 = importlib.import_module("ch7_train_convnet")
         ch8 = importlib.import_module("ch8_deep_convnet")
-    return SimpleNamespace(ch7=ch7, ch8=ch8)
+        shared = importlib.import_module("_ch7")
+    return SimpleNamespace(ch7=ch7, ch8=ch8, shared=shared)
 
 
 def images(noise: float = 0.2, n_train: int = 300, n_test: int = 300, seed: int = 0):
@@ -71,7 +72,7 @@ def use_data(monkeypatch, scripts, data) -> list:
         asked.append((name, split))
         return data[1] if split == "test" else data
 
-    monkeypatch.setattr(scripts.ch7, "load_dataset", load_dataset)
+    monkeypatch.setattr(scripts.shared, "load_dataset", load_dataset)
     return asked
 
 
@@ -248,13 +249,13 @@ def test_ch8_finds_the_books_weights(scripts, easy, tmp_path, monkeypatch):
 def test_mnist_test_cuts_the_test_split_in_two(scripts, monkeypatch):
     x, t = np.arange(10000), np.arange(10000) % 10
     asked = use_data(monkeypatch, scripts, (None, (x, t)))
-    (x_train, t_train), (x_test, t_test) = scripts.ch7.load_images("mnist-test", None)
+    (x_train, t_train), (x_test, t_test) = scripts.shared.load_images("mnist-test", None)
     assert x_train.tolist() == list(range(5000)) and x_test.tolist() == list(range(5000, 10000))
     assert t_test.tolist() == (np.arange(5000, 10000) % 10).tolist()
-    assert scripts.ch7.load_images("mnist-test", None, split="test")[0].tolist() == list(range(5000, 10000))
+    assert scripts.shared.load_images("mnist-test", None, split="test")[0].tolist() == list(range(5000, 10000))
     assert asked == [("mnist", "test"), ("mnist", "test")]  # MNIST's training files are never needed
-    assert scripts.ch7.class_names("mnist-test")[9] == "9"
-    assert scripts.ch7.class_names("fashion-mnist")[9] == "Ankle boot"
+    assert scripts.shared.class_names("mnist-test")[9] == "9"
+    assert scripts.shared.class_names("fashion-mnist")[9] == "Ankle boot"
 
 
 def test_ch8_tests_without_the_training_files(scripts, monkeypatch, tmp_path):
