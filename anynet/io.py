@@ -29,7 +29,7 @@ import numpy
 from ._atomic import atomic_write
 from .backend import Device, HostGenerator, to_numpy
 from .backend import device as make_device
-from .util import conv_output_size
+from .util import conv_output_size, is_whole
 
 __all__ = ["save_params", "load_params", "read_metadata", "read_network_file", "NetworkFile", "save_checkpoint",
            "load_checkpoint", "architecture_of", "UnsafePickleError"]
@@ -547,11 +547,6 @@ def _check_architecture(path: Path, architecture: Any) -> dict | None:
     return architecture
 
 
-def _whole(value: Any, least: int) -> bool:
-    """Whether a JSON value is an integer >= ``least`` (true and false are not numbers here)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
 def _check_conv_architecture(path: Path, architecture: dict, model: str) -> dict:
     """A "cnn" or "deep-cnn" architecture if it describes a network anynet can build, else ValueError naming the
     entry."""
@@ -566,18 +561,18 @@ def _check_conv_architecture(path: Path, architecture: dict, model: str) -> dict
                          f"which {CONV_MODELS[model]} does not take; expected {', '.join(map(repr, keys))} as "
                          f"{CONV_MODELS[model]}.architecture() gives them")
     dims = architecture["input_dim"]
-    if not isinstance(dims, list) or len(dims) != 3 or not all(_whole(n, 1) for n in dims):
+    if not isinstance(dims, list) or len(dims) != 3 or not all(is_whole(n, 1) for n in dims):
         raise ValueError(f"{path}: metadata 'architecture' input_dim is {dims!r}, expected [channels, height, width] "
                          "of positive integers, e.g. [1, 28, 28]")
     for key in ("hidden_size", "output_size"):
-        if not _whole(architecture[key], 1):
+        if not is_whole(architecture[key], 1):
             raise ValueError(f"{path}: metadata 'architecture' {key} is {architecture[key]!r}, expected a positive "
                              "integer")
     for key in keys[1:-2]:
         param = architecture[key]
         least = {"filter_num": 1, "filter_size": 1, "stride": 1, "pad": 0}
         if (not isinstance(param, dict) or set(param) != set(CONV_PARAM_KEYS)
-                or not all(_whole(param[name], least[name]) for name in CONV_PARAM_KEYS)):
+                or not all(is_whole(param[name], least[name]) for name in CONV_PARAM_KEYS)):
             raise ValueError(f"{path}: metadata 'architecture' {key} is {param!r}, expected the book's conv_param: "
                              '{"filter_num": ..., "filter_size": ..., "pad": ..., "stride": ...}, integers (pad >= 0, '
                              "the others >= 1)")

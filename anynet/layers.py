@@ -311,19 +311,20 @@ class Convolution:
         self._saved: Any = None
         self._workspace: dict = {}  # the fast path's buffers, reused from one forward pass to the next
 
-    def _check_input(self, x: Any) -> None:
+    def _output_size(self, x: Any) -> tuple[int, int]:
+        """(out_h, out_w) for input ``x``, after checking that it fits the filters (on every path, the fast ones
+        too: a filter larger than the padded input is an error, not an empty output)."""
         _check_images("Convolution input", x)
         c, fh, fw = self.W.shape[1:]
         if x.shape[1] != c:
             raise ValueError(f"Convolution with filters of shape {tuple(self.W.shape)} takes images of {c} "
                              f"channel(s), got input of shape {tuple(x.shape)}")
-        # every path, the fast ones too: a filter larger than the padded input is an error, not an empty output
-        conv_output_size(x.shape[2], fh, self.stride, self.pad)
-        conv_output_size(x.shape[3], fw, self.stride, self.pad)
+        out_h = conv_output_size(x.shape[2], fh, self.stride, self.pad)
+        return out_h, conv_output_size(x.shape[3], fw, self.stride, self.pad)
 
     def forward(self, x: Any) -> Any:
         xp = namespace(x, self.W)
-        self._check_input(x)
+        out_h, out_w = self._output_size(x)
         fn, c, fh, fw = self.W.shape
         self.x = x
         self._kernels = conv_kernels(xp)
@@ -331,9 +332,7 @@ class Convolution:
             out, self._saved = self._kernels.conv_forward(x, self.W, self.b, self.stride, self.pad,
                                                           self._workspace)
             return out
-        n, _, h, w = x.shape
-        out_h = conv_output_size(h, fh, self.stride, self.pad)
-        out_w = conv_output_size(w, fw, self.stride, self.pad)
+        n = x.shape[0]
         self.col = im2col(x, fh, fw, self.stride, self.pad)
         self.col_W = xp.reshape(self.W, (fn, c * fh * fw)).T
         out = self.col @ self.col_W + self.b
@@ -379,17 +378,15 @@ class Pooling:
     def forward(self, x: Any) -> Any:
         xp = namespace(x)
         _check_images("Pooling input", x)
-        # every path, the fast ones too: a window larger than the padded input is an error, not an empty output
-        conv_output_size(x.shape[2], self.pool_h, self.stride, self.pad)
-        conv_output_size(x.shape[3], self.pool_w, self.stride, self.pad)
+        # on every path, the fast ones too: a window larger than the padded input is an error, not an empty output
+        out_h = conv_output_size(x.shape[2], self.pool_h, self.stride, self.pad)
+        out_w = conv_output_size(x.shape[3], self.pool_w, self.stride, self.pad)
         self.x = x
         self._kernels = conv_kernels(xp)
         if self._kernels is not None:
             out, self._saved = self._kernels.pool_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
             return out
-        n, c, h, w = x.shape
-        out_h = conv_output_size(h, self.pool_h, self.stride, self.pad)
-        out_w = conv_output_size(w, self.pool_w, self.stride, self.pad)
+        n, c = x.shape[:2]
         col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad)
         col = xp.reshape(col, (-1, self.pool_h * self.pool_w))
         self.arg_max = xp.argmax(col, axis=1)
@@ -442,14 +439,11 @@ class PooledConvolution:
         """The fast path's fused functions, when they exist for ``x``'s library and the layers fit them."""
         conv, pool = self.conv, self.pool
         kernels = conv_kernels(namespace(x, conv.W))
-        if getattr(kernels, "conv_pool_forward", None) is None:
+        window = (pool.pool_h, pool.pool_w, pool.stride, pool.pad)
+        if getattr(kernels, "conv_pool_forward", None) is None or window != (2, 2, 2, 0):
             return None
-        if (pool.pool_h, pool.pool_w, pool.stride, pool.pad) != (2, 2, 2, 0) or x.ndim != 4:
-            return None
-        fh, fw = conv.W.shape[2], conv.W.shape[3]
-        if x.shape[2] + 2 * conv.pad < fh + conv.stride or x.shape[3] + 2 * conv.pad < fw + conv.stride:
-            return None  # fewer than 2 output rows or columns: the layers themselves say what is wrong
-        return kernels
+        # fewer than 2 output rows or columns: the Pooling layer itself says what is wrong
+        return kernels if min(conv._output_size(x)) >= 2 else None
 
     def forward(self, x: Any) -> Any:
         kernels = self._fused(x)
@@ -458,7 +452,6 @@ class PooledConvolution:
             out = self.pool.forward(self.conv.forward(x))
             return out if self.relu is None else self.relu.forward(out)
         conv = self.conv
-        conv._check_input(x)
         out, self._saved = kernels.conv_pool_forward(x, conv.W, conv.b, conv.stride, conv.pad, conv._workspace,
                                                      self.relu is not None)
         self._backward = kernels.conv_pool_backward

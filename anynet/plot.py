@@ -16,6 +16,7 @@ from typing import Any
 from .backend import device as make_device
 from .backend import namespace, to_numpy
 from .functions import relu, sigmoid, step_function
+from .util import is_whole
 
 __all__ = ["plot_training_curves", "plot_activations", "plot_misclassified", "filter_show", "normalized_filters",
            "smooth_curve", "close"]
@@ -196,7 +197,7 @@ def filter_show(filters: Any, nx: int = 8, *, path: str | os.PathLike | None = N
     Draws into ``figure`` (a matplotlib Figure or SubFigure, to put two sets side by side) or a new figure, with
     ``title`` above the filters; saves a new figure to ``path`` when given. Returns the figure drawn into.
     """
-    if not isinstance(nx, int) or isinstance(nx, bool) or nx < 1:
+    if not is_whole(nx, 1):
         raise ValueError(f"nx (filters per row) must be a positive integer, got {nx!r}")
     shown = normalized_filters(filters, channel)
     count = shown.shape[0]

@@ -29,9 +29,14 @@ def conv_output_size(size: int, filter_size: int, stride: int = 1, pad: int = 0)
     return out
 
 
+def is_whole(value: Any, least: int) -> bool:
+    """Whether ``value`` is an integer >= ``least`` (True and False are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 def _check_window(filter_size: int, stride: int, pad: int) -> None:
     for name, value, least in (("filter size", filter_size, 1), ("stride", stride, 1), ("pad", pad, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        if not is_whole(value, least):
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 

@@ -275,7 +275,7 @@ def conv_pool_forward(x: Any, W: Any, b: Any, stride: int, pad: int, workspace: 
     out, conv_saved = conv_forward(x, W, b, stride, pad, workspace)
     pooled, pool_saved = pool_forward(out, 2, 2, 2, 0)
     if relu:
-        with _gpu_of("Convolution", {"x": x}):
+        with pooled.device:  # conv_forward checked the placement
             pooled = cupy.maximum(pooled, 0)  # NaN stays NaN, as Relu's maximum keeps it
     return pooled, (conv_saved, pool_saved, pooled if relu else None)
 

@@ -24,11 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
-
-def _out_size(size: int, window: int, stride: int, pad: int) -> int:
-    return (size + 2 * pad - window) // stride + 1
+from ..util import conv_output_size
 
 
 def _channels_last(x: np.ndarray, pad: int, workspace: dict | None = None) -> np.ndarray:
@@ -52,26 +50,6 @@ def _buffer(workspace: dict | None, key: str, shape: tuple[int, ...], dtype: Any
         if workspace is not None:
             workspace[key] = found
     return found
-
-
-def _window_view(image: np.ndarray, window_h: int, window_w: int, stride: int, out_h: int, out_w: int) -> np.ndarray:
-    """(N, out_h, out_w, C, window_h, window_w): a strided view of ``image``'s (N, H, W, C) windows (no copy)."""
-    view = sliding_window_view(image, (window_h, window_w), axis=(1, 2))  # (N, H', W', C, wh, ww)
-    return view[:, :stride * (out_h - 1) + 1:stride, :stride * (out_w - 1) + 1:stride]
-
-
-def _windows(image: np.ndarray, window_h: int, window_w: int, stride: int, out_h: int, out_w: int,
-             col: np.ndarray | None = None) -> np.ndarray:
-    """The (N * out_h * out_w, window_h * window_w * C) matrix of ``image``'s (N, H, W, C) windows, one copy
-    (into the first columns of ``col`` when given)."""
-    view = _window_view(image, window_h, window_w, stride, out_h, out_w)
-    n, c = image.shape[0], image.shape[3]
-    size = window_h * window_w * c
-    if col is None:
-        col = np.empty((n * out_h * out_w, size), dtype=image.dtype)
-    target = col[:, :size].reshape(n, out_h, out_w, window_h, window_w, c)
-    np.copyto(target, view.transpose(0, 1, 2, 4, 5, 3))
-    return col
 
 
 def _window_matrix(image: np.ndarray, window_h: int, window_w: int, stride: int, positions: tuple[int, ...],
@@ -126,7 +104,7 @@ def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, pad: 
     """(N, FN, out_h, out_w) (a view of channels-last memory) and what ``conv_backward`` needs."""
     n, c, h, w = x.shape
     fn, _, fh, fw = W.shape
-    out_h, out_w = _out_size(h, fh, stride, pad), _out_size(w, fw, stride, pad)
+    out_h, out_w = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
     col = _window_matrix(_channels_last(x, pad, workspace), fh, fw, stride, (n, out_h, out_w), False, workspace)
     col_W = _filter_matrix(W, b)
     out = col @ col_W
@@ -169,7 +147,7 @@ def _input_gradient(grad: np.ndarray, W: np.ndarray, x_shape: tuple[int, int, in
     cols_at, grad_cols = _placement(out_w, fw, w, stride, pad)
     spread[:, rows_at, cols_at, :] = grad[:, grad_rows, grad_cols, :]
     flipped = W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(fh * fw * fn, c)
-    dx = _windows(spread, fh, fw, 1, h, w) @ flipped
+    dx = _window_matrix(spread, fh, fw, 1, (n, h, w), False, None)[:, :-1] @ flipped  # no bias: no ones column
     return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2)
 
 
@@ -203,7 +181,7 @@ def conv_pool_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray, stride: int, 
     """
     n, c, h, w = x.shape
     fn, _, fh, fw = W.shape
-    out_h, out_w = _out_size(h, fh, stride, pad), _out_size(w, fw, stride, pad)
+    out_h, out_w = conv_output_size(h, fh, stride, pad), conv_output_size(w, fw, stride, pad)
     pooled = (n, out_h // 2, out_w // 2)
     col = _window_matrix(_channels_last(x, pad, workspace), fh, fw, stride, pooled, True, workspace)
     corners = (col @ _filter_matrix(W, b)).reshape(4, -1)
@@ -252,7 +230,7 @@ def conv_pool_backward(dout: np.ndarray, saved: Any, W: np.ndarray, stride: int,
 def pool_forward(x: np.ndarray, pool_h: int, pool_w: int, stride: int, pad: int) -> tuple[np.ndarray, Any]:
     """Max pooling: (N, C, out_h, out_w) (a view of channels-last memory) and what ``pool_backward`` needs."""
     n, c, h, w = x.shape
-    out_h, out_w = _out_size(h, pool_h, stride, pad), _out_size(w, pool_w, stride, pad)
+    out_h, out_w = conv_output_size(h, pool_h, stride, pad), conv_output_size(w, pool_w, stride, pad)
     image = _channels_last(x, pad)
     views = [image[:, fy:fy + stride * (out_h - 1) + 1:stride, fx:fx + stride * (out_w - 1) + 1:stride, :]
              for fy in range(pool_h) for fx in range(pool_w)]

@@ -15,7 +15,7 @@ from typing import Any
 from ..backend import Device, host_generator
 from ..backend import device as make_device
 from ..layers import Affine, Convolution, Dropout, Pooling, Relu
-from ..util import conv_output_size
+from ..util import conv_output_size, is_whole
 from .layered import LayerNet
 from .multi_layer import _init_scale
 
@@ -38,14 +38,14 @@ def _conv_param(conv_param: Mapping[str, int], name: str) -> dict[str, int]:
 
 def _input_dim(input_dim: Sequence[int]) -> tuple[int, ...]:
     dims = tuple(input_dim) if isinstance(input_dim, Sequence) else ()
-    if len(dims) != 3 or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in dims):
+    if len(dims) != 3 or not all(is_whole(n, 1) for n in dims):
         raise ValueError(f"input_dim must be (channels, height, width) of positive integers, got {input_dim!r}")
     return dims
 
 
 def _layer_sizes(hidden_size: int, output_size: int) -> tuple[int, int]:
     for name, value in (("hidden_size", hidden_size), ("output_size", output_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not is_whole(value, 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return hidden_size, output_size
 
