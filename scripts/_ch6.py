@@ -24,12 +24,13 @@ from anynet.plot import INSTALL_HINT, SMOOTH_WINDOW, smooth_curve
 USER_ERRORS = (OSError, ValueError, TypeError, FloatingPointError, ImportError)
 
 
-def make_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every chapter-6 script takes; each adds its own size options."""
+def make_parser(doc: str, datasets: tuple[str, ...] = ("mnist", "fashion-mnist"),
+                dataset_help: str = "mnist (default, as the book) or fashion-mnist") -> argparse.ArgumentParser:
+    """The options every chapter-6 script takes (the chapter-7 and -8 ones too, with one more dataset); each adds
+    its own size options."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--device", default="auto", help="cpu, cuda, torch:cuda, strict, ... or auto (default)")
-    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"],
-                        help="mnist (default, as the book) or fashion-mnist")
+    parser.add_argument("--dataset", default="mnist", choices=list(datasets), help=dataset_help)
     parser.add_argument("--data-dir", default=None,
                         help="the folder that holds mnist/ and fashion-mnist/ (as ANYNET_DATA; else the usual places)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the weights, batches and dropout masks")

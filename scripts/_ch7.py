@@ -18,16 +18,9 @@ DATASET_CHOICES = ("mnist", "fashion-mnist", "mnist-test")
 
 def make_parser(doc: str) -> argparse.ArgumentParser:
     """The chapter-6 options (--device, --data-dir, --seed, --plot) with mnist-test among the datasets."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--device", default="auto", help="cpu, cuda, torch:cuda, strict, ... or auto (default)")
-    parser.add_argument("--dataset", default="mnist", choices=DATASET_CHOICES,
-                        help="mnist (default, as the book), fashion-mnist, or mnist-test (MNIST's test split: "
-                             f"images 0-{HELD_OUT - 1} train, {HELD_OUT}-9999 test)")
-    parser.add_argument("--data-dir", default=None,
-                        help="the folder that holds mnist/ and fashion-mnist/ (as ANYNET_DATA; else the usual places)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the batches (and dropout)")
-    parser.add_argument("--plot", metavar="FILE.png", default=None, help="write the book's figure to this file")
-    return parser
+    return _ch6.make_parser(doc, DATASET_CHOICES,
+                            "mnist (default, as the book), fashion-mnist, or mnist-test (MNIST's test split: "
+                            f"images 0-{HELD_OUT - 1} train, {HELD_OUT}-9999 test)")
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
